@@ -1,0 +1,39 @@
+# The README's two commands: `make demo` and `make test`. Each bootstraps its own virtualenv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PLUGINS := $(sort $(wildcard plugins/nexus-*))
+STAMP := $(VENV)/.nexus-installed
+
+.PHONY: demo test test-core lint bench clean check-redis docs
+
+$(STAMP): setup.cfg pyproject.toml $(wildcard plugins/*/setup.cfg)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -e '.[test,lint]' $(foreach p,$(PLUGINS),-e $(p))
+	@touch $@
+
+check-redis:
+	@command -v redis-server >/dev/null 2>&1 || [ -n "$$NEXUS_TEST_REDIS_URL" ] || { \
+	  echo "make test needs a redis-server binary (the tests start throwaway servers)."; \
+	  echo "  Debian/Ubuntu: sudo apt-get install -y redis-server"; \
+	  echo "  macOS:         brew install redis"; \
+	  echo "  or set NEXUS_TEST_REDIS_URL to a Redis the tests may flush."; \
+	  exit 1; }
+
+## make demo: install core + the plugins in this tree and show what they offer
+demo: $(STAMP)
+	@$(BIN)/nexus providers list
+
+## make test: the whole suite (core and every plugin) against real Redis / SQLite / PostgreSQL
+test: $(STAMP) check-redis
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check nexus_core plugins tests benchmarks
+
+docs: $(STAMP)
+	$(BIN)/python scripts/gen_hook_docs.py > docs/hooks.md
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info plugins/*/*.egg-info .pytest_cache

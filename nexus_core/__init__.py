@@ -1,0 +1,97 @@
+"""Nexus Integration SDK: reliable third-party API connections as pluggy plugins.
+
+Only the public API lives here. Importing ``nexus_core`` stays cheap: no requests, rq or
+SQLAlchemy until something that needs them is used (``IntegrationService`` is loaded lazily).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from nexus_core.__about__ import __version__
+from nexus_core.connector import BaseConnector
+from nexus_core.errors import (
+    AuthError,
+    ConfigError,
+    NexusError,
+    NotFound,
+    PluginError,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimited,
+    StoreError,
+    WebhookRejected,
+)
+from nexus_core.hookspecs import CORE_API_VERSION, hookimpl, hookspec
+from nexus_core.models import (
+    ConnectorContext,
+    Credentials,
+    Health,
+    Installation,
+    IntegrationMetrics,
+    OAuthConfig,
+    Provider,
+    RateLimits,
+    Record,
+    RetryConfig,
+    SyncPage,
+    Timeouts,
+    WebhookConfig,
+    WebhookEvent,
+    WebhookRequest,
+)
+
+if TYPE_CHECKING:
+    from nexus_core.plugins import load_plugins, registered
+    from nexus_core.service import IntegrationService
+
+__all__ = [
+    "CORE_API_VERSION",
+    "AuthError",
+    "BaseConnector",
+    "ConfigError",
+    "ConnectorContext",
+    "Credentials",
+    "Health",
+    "Installation",
+    "IntegrationMetrics",
+    "IntegrationService",
+    "NexusError",
+    "NotFound",
+    "OAuthConfig",
+    "PluginError",
+    "Provider",
+    "ProviderError",
+    "ProviderUnavailable",
+    "RateLimited",
+    "RateLimits",
+    "Record",
+    "RetryConfig",
+    "StoreError",
+    "SyncPage",
+    "Timeouts",
+    "WebhookConfig",
+    "WebhookEvent",
+    "WebhookRejected",
+    "WebhookRequest",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+    "load_plugins",
+    "registered",
+]
+
+_LAZY = {
+    "IntegrationService": "nexus_core.service",
+    "load_plugins": "nexus_core.plugins",
+    "registered": "nexus_core.plugins",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nexus_core' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

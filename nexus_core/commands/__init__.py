@@ -1,0 +1,1 @@
+"""One module per ``nexus`` command group, imported lazily by :mod:`nexus_core.cli`."""

@@ -1,0 +1,77 @@
+"""``nexus providers``: the providers installed plugins offer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from nexus_core.commands._output import echo_json, echo_table, user_errors
+
+
+def _summary(provider: Any, registry: Any) -> dict[str, Any]:
+    info = registry.plugin_info_for(provider.id)
+    return {
+        "id": provider.id,
+        "name": provider.name,
+        "version": provider.version,
+        "distribution": info.distribution if info else None,
+        "auth_type": provider.auth_type,
+        "supports_webhooks": provider.supports_webhooks,
+        "streams": list(provider.streams),
+    }
+
+
+@click.group()
+def providers() -> None:
+    """Inspect the providers that installed plugins offer."""
+
+
+@providers.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_providers(as_json: bool) -> None:
+    """List providers: id, name, version, distribution, auth type, webhooks, streams."""
+    from nexus_core.plugins import load_plugins
+
+    registry = load_plugins()
+    rows = [_summary(p, registry) for p in registry.providers.values()]
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("No providers installed. Add one with e.g. `pip install nexus-hubspot`.")
+        return
+    echo_table(
+        ["ID", "NAME", "VERSION", "DISTRIBUTION", "AUTH", "WEBHOOKS", "STREAMS"],
+        [
+            [r["id"], r["name"], r["version"], r["distribution"], r["auth_type"],
+             "yes" if r["supports_webhooks"] else "no", ", ".join(r["streams"])]
+            for r in rows
+        ],
+    )
+
+
+@providers.command("show")
+@click.argument("provider_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def show_provider(provider_id: str, as_json: bool) -> None:
+    """Show everything known about one provider (exits 1 listing known ids if unknown)."""
+    from nexus_core.converters import unstructure
+    from nexus_core.plugins import load_plugins
+
+    registry = load_plugins()
+    with user_errors():
+        provider = registry.provider(provider_id)
+    data = unstructure(provider)
+    data["supports_webhooks"] = provider.supports_webhooks
+    data["distribution"] = _summary(provider, registry)["distribution"]
+    if as_json:
+        echo_json(data)
+        return
+    for key in sorted(data):
+        value = data[key]
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        click.echo(f"{key:18} {value}")

@@ -1,0 +1,220 @@
+"""The hook specifications: the contract between the core and every plugin.
+
+Each docstring here is the reference documentation for its hook (``docs/hooks.md`` is generated
+from this module). Two kinds of hooks exist:
+
+* **Operation hooks** (``authorize``, ``refresh``, ``backfill``, ``delta``, ``handle_webhook``,
+  ``verify_webhook``, ``health_check``, ``is_token_expired``, ``parse_rate_limit``) are
+  ``firstresult`` and are dispatched *only* to the plugin that provides the context's provider.
+  Cross-cutting plugins may wrap them with ``@hookimpl(wrapper=True)`` (metrics, audit) — wrappers
+  are called for every provider.
+* **Sink hooks** (``process_records``, ``process_events``) are called on every plugin that
+  implements them: that is where records and events leave the SDK.
+
+Hook implementations must not give their arguments default values (pluggy never passes them),
+and may accept any subset of the arguments, by name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from nexus_core.models import (
+        ConnectorContext,
+        Credentials,
+        Health,
+        Provider,
+        Record,
+        SyncPage,
+        WebhookEvent,
+        WebhookRequest,
+    )
+
+PROJECT = "nexus"
+
+#: Bump the major number when a hook changes incompatibly. A plugin declares the version it was
+#: built for as ``nexus_api_version`` (module attribute or class attribute); a plugin declaring a
+#: different major version is skipped with the reason.
+CORE_API_VERSION = 1
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: Hooks dispatched only to the plugin that provides ``ctx.provider``.
+OPERATION_HOOKS: tuple[str, ...] = (
+    "authorize",
+    "refresh",
+    "backfill",
+    "delta",
+    "handle_webhook",
+    "verify_webhook",
+    "health_check",
+    "is_token_expired",
+    "parse_rate_limit",
+)
+#: Hooks every provider plugin must implement; a provider plugin lacking one is skipped.
+REQUIRED_PROVIDER_HOOKS: tuple[str, ...] = ("nexus_provider", "backfill")
+
+
+@hookspec
+def nexus_provider() -> Provider:
+    """Describe the provider this plugin connects to.
+
+    Called once per plugin when plugins load. Return a :class:`~nexus_core.models.Provider`
+    (id, name, version, auth type, base URL, rate limits, timeouts, retry config, scopes,
+    webhook scheme, streams). A plugin that implements this hook is a *provider plugin*; its id
+    must be unique among loaded plugins (a second plugin claiming a taken id is skipped).
+
+    Not ``firstresult``: the core calls each plugin's implementation separately.
+    """
+
+
+@hookspec(firstresult=True)
+def authorize(
+    ctx: ConnectorContext, code: str, redirect_uri: str, code_verifier: str | None
+) -> Credentials | None:
+    """Exchange an OAuth2 authorization code for credentials.
+
+    Called by the OAuth callback (web app or ``IntegrationService``) after the ``state`` was
+    verified. ``ctx`` carries the tenant, installation and provider; ``ctx.credentials`` is None.
+    ``code_verifier`` is the PKCE verifier when the provider uses PKCE, else None.
+
+    Return the new :class:`~nexus_core.models.Credentials` (the account id, when the token
+    response names it, goes in ``Credentials.extra["account_id"]``), or None to let the core run
+    the standard exchange against ``Provider.oauth.token_url``. Raise ``AuthError`` when the
+    provider refuses the code.
+
+    ``firstresult``: only the provider's own plugin is called; the first non-None result wins.
+    """
+
+
+@hookspec(firstresult=True)
+def refresh(ctx: ConnectorContext) -> Credentials | None:
+    """Obtain fresh credentials with ``ctx.credentials.refresh_token``.
+
+    Called by the core under a per-installation lock shared by every worker process, ahead of
+    expiry or after the provider answered with an expired-token error. Return the new
+    credentials — including the rotated refresh token if the provider rotates them — and the
+    core commits them before releasing the lock. Return None to use the standard
+    ``grant_type=refresh_token`` exchange. Raise ``AuthError(needs_reauth=True)`` on an
+    ``invalid_grant``-style answer: the installation is marked ``needs_reauth``.
+
+    ``firstresult``: only the provider's own plugin is called.
+    """
+
+
+@hookspec(firstresult=True)
+def backfill(ctx: ConnectorContext, stream: str, cursor: str | None) -> SyncPage | None:
+    """Read one page of a stream's full history.
+
+    Called by the backfill job once per page: first with ``cursor=None``, then with the
+    ``next_cursor`` of the previous page, until a page says ``done``. The page's records go to
+    the sink hooks and only then is ``next_cursor`` committed, so a crashed worker resumes at the
+    last committed page. ``stream`` is one of ``Provider.streams``. Use ``ctx.http`` for requests
+    (rate limiting, retries and auth are applied there).
+
+    Return a :class:`~nexus_core.models.SyncPage`. On the last page, ``next_cursor`` may carry
+    the cursor the first ``delta`` should start from.
+
+    ``firstresult``: only the provider's own plugin is called. Required for provider plugins.
+    """
+
+
+@hookspec(firstresult=True)
+def delta(ctx: ConnectorContext, stream: str, cursor: str | None) -> SyncPage | None:
+    """Read one page of changes since ``cursor``.
+
+    Called by the delta job (periodically or on demand) starting from the stored delta cursor,
+    page by page until ``done``. The cursor is committed only after the page's records reached
+    the sinks. Return a :class:`~nexus_core.models.SyncPage`; the last page's ``next_cursor`` is
+    where the next delta starts.
+
+    ``firstresult``: only the provider's own plugin is called.
+    """
+
+
+@hookspec(firstresult=True)
+def handle_webhook(ctx: ConnectorContext, request: WebhookRequest) -> list[WebhookEvent] | None:
+    """Turn a verified webhook delivery into normalized events.
+
+    Called by the webhook job, after the ingress verified the signature and routed the delivery
+    to this installation. ``request`` holds the raw body and headers. Return the list of
+    :class:`~nexus_core.models.WebhookEvent` for this installation (a batch may hold events of
+    several accounts; return only those of ``ctx.account_id``). They go to ``process_events``.
+
+    ``firstresult``: only the provider's own plugin is called.
+    """
+
+
+@hookspec(firstresult=True)
+def verify_webhook(
+    provider: Provider, request: WebhookRequest, secrets: list[str]
+) -> bool | None:
+    """Verify a webhook signature for a provider with a custom scheme.
+
+    Called by the ingress before anything else, only for providers whose
+    ``Provider.webhook.scheme`` is ``"custom"``. ``secrets`` are the configured secrets (several
+    during rotation). Return True to accept, False to reject (401). Use
+    ``hmac.compare_digest`` — never ``==`` — to compare signatures.
+
+    ``firstresult``: only the provider's own plugin is called.
+    """
+
+
+@hookspec(firstresult=True)
+def health_check(ctx: ConnectorContext) -> Health | None:
+    """Check that an installation can reach its provider with valid credentials.
+
+    Called by the health job and ``IntegrationService.health_check_immediate``. Make one cheap
+    authenticated request. Return a :class:`~nexus_core.models.Health`; the core fills
+    ``rate_limit_status`` from the shared limiter when the plugin leaves it None.
+
+    ``firstresult``: only the provider's own plugin is called.
+    """
+
+
+@hookspec(firstresult=True)
+def is_token_expired(provider: Provider, status: int, headers: dict[str, str], body: bytes) -> bool | None:
+    """Tell whether a provider's answer means "the access token expired".
+
+    Called by the HTTP client on every error answer (and on Slack-style 200 answers with
+    ``ok: false``). Return True to refresh the token and retry the request once, False or None
+    otherwise (the core treats a bare 401 as expired only when the provider leaves this hook
+    unimplemented).
+
+    ``firstresult``: only the provider's own plugin is called.
+    """
+
+
+@hookspec(firstresult=True)
+def parse_rate_limit(provider: Provider, headers: dict[str, str]) -> dict[str, Any] | None:
+    """Read the provider's rate-limit headers (``X-HubSpot-RateLimit-Remaining``,
+    ``Sforce-Limit-Info``, ...) into a dict such as ``{"remaining": 90, "max": 110}``.
+
+    Called by the HTTP client after each response; the latest value is kept per provider account
+    and shown as ``rate_limit_status`` in health checks. Return None when the headers are absent.
+
+    ``firstresult``: only the provider's own plugin is called.
+    """
+
+
+@hookspec
+def process_records(ctx: ConnectorContext, stream: str, records: list[Record]) -> None:
+    """Receive a page of records read by a backfill or delta.
+
+    Called once per page on *every* plugin implementing it (built-in sinks are selected by
+    ``NEXUS_SINK``). Raise to fail the page: the cursor does not advance and the job is retried,
+    so a sink must tolerate seeing a page again (upsert by ``Record.id``).
+    """
+
+
+@hookspec
+def process_events(ctx: ConnectorContext, events: list[WebhookEvent]) -> None:
+    """Receive the normalized events of one webhook delivery for one installation.
+
+    Called on *every* plugin implementing it, after ``handle_webhook``. Raise to fail the job
+    (it is retried). Events carry a stable ``id``: deduplicate on it.
+    """

@@ -1,0 +1,159 @@
+"""``IntegrationService``: the seed's public API in snake_case.
+
+Product code talks to this class; the CLI and the web app are thin layers over it. Methods whose
+machinery has not landed yet raise :class:`NotImplementedError` naming the issue area — they
+never pretend to work.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from numbers import Real
+from typing import Any
+
+import attrs
+
+from nexus_core.config import Settings, get_settings
+from nexus_core.errors import PluginError
+from nexus_core.models import Provider
+from nexus_core.plugins import PluginRegistry, load_plugins
+
+
+@attrs.frozen
+class ConfigValidation:
+    valid: bool
+    errors: list[str] = attrs.Factory(list)
+    warnings: list[str] = attrs.Factory(list)
+
+
+def _not_yet(area: str, what: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"IntegrationService.{what} is not available yet: it lands with the [{area}] issue"
+    )
+
+
+class IntegrationService:
+    """Entry point for product code: connectors, installations, syncs, webhooks, health."""
+
+    def __init__(
+        self, settings: Settings | None = None, registry: PluginRegistry | None = None
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._initialized = False
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = get_settings()
+        return self._settings
+
+    @property
+    def registry(self) -> PluginRegistry:
+        if self._registry is None:
+            self._registry = load_plugins()
+        return self._registry
+
+    def initialize(self) -> IntegrationService:
+        """Validate settings and load plugins now rather than on first use (fail fast)."""
+        _ = self.settings, self.registry
+        self._initialized = True
+        return self
+
+    # -- connectors ------------------------------------------------------------------------
+
+    def get_available_connectors(self) -> list[Provider]:
+        return list(self.registry.providers.values())
+
+    def get_connector(self, provider_id: str) -> Provider:
+        """The provider's metadata; :class:`PluginError` listing the known ids if unknown."""
+        return self.registry.provider(provider_id)
+
+    def get_webhook_supported_connectors(self) -> list[Provider]:
+        return [p for p in self.get_available_connectors() if p.supports_webhooks]
+
+    def validate_connector_config(self, provider_id: str, config: Any) -> ConfigValidation:
+        """Check an installation config for ``provider_id`` before it is stored.
+
+        Knows the keys the core reads (rate-limit and timeout overrides) and checks that the
+        provider's OAuth client settings are present in the environment.
+        """
+        errors: list[str] = []
+        warnings: list[str] = []
+        try:
+            provider = self.get_connector(provider_id)
+        except PluginError as exc:
+            return ConfigValidation(False, [exc.message])
+        if not isinstance(config, dict):
+            return ConfigValidation(False, [f"config must be a JSON object, got {type(config).__name__}"])
+        limits = config.get("rate_limits")
+        if limits is not None:
+            if not isinstance(limits, dict):
+                errors.append("rate_limits must be an object")
+            else:
+                rps = limits.get("requests_per_second")
+                burst = limits.get("burst_size")
+                if rps is not None and (not isinstance(rps, Real) or rps <= 0):
+                    errors.append("rate_limits.requests_per_second must be a number > 0")
+                if burst is not None and (not isinstance(burst, int) or burst < 1):
+                    errors.append("rate_limits.burst_size must be an integer >= 1")
+        timeouts = config.get("timeouts")
+        if timeouts is not None:
+            if not isinstance(timeouts, dict):
+                errors.append("timeouts must be an object")
+            else:
+                for key in ("connect", "read"):
+                    v = timeouts.get(key)
+                    if v is not None and (not isinstance(v, Real) or v <= 0):
+                        errors.append(f"timeouts.{key} must be a number of seconds > 0")
+        streams = config.get("streams")
+        if streams is not None:
+            unknown = [s for s in streams if s not in provider.streams] if isinstance(
+                streams, list
+            ) else None
+            if unknown is None:
+                errors.append("streams must be a list of stream names")
+            elif unknown:
+                errors.append(
+                    f"unknown stream(s) {', '.join(map(str, unknown))}; "
+                    f"{provider.id} has: {', '.join(provider.streams) or 'none'}"
+                )
+        if provider.oauth is not None:
+            for env in (provider.oauth.client_id_env, provider.oauth.client_secret_env):
+                if env and not self.settings.get(env):
+                    warnings.append(f"{env} is not set: the OAuth flow for {provider.id} will fail")
+        return ConfigValidation(not errors, errors, warnings)
+
+    def get_connector_stats(self) -> dict[str, Any]:
+        """Counts over the installed connectors and plugins."""
+        providers = self.get_available_connectors()
+        infos = self.registry.infos
+        return {
+            "connectors": len(providers),
+            "by_auth_type": dict(Counter(p.auth_type for p in providers)),
+            "webhook_supported": sum(p.supports_webhooks for p in providers),
+            "plugins_ok": sum(i.status == "ok" for i in infos),
+            "plugins_skipped": sum(i.status == "skipped" for i in infos),
+        }
+
+    # -- not yet landed --------------------------------------------------------------------
+
+    def start_backfill(self, provider: str, tenant_id: str, install_id: str) -> str:
+        raise _not_yet("sync", "start_backfill")
+
+    def start_delta(self, provider: str, tenant_id: str, install_id: str) -> str:
+        raise _not_yet("sync", "start_delta")
+
+    def get_queue_stats(self) -> dict[str, Any]:
+        raise _not_yet("sync", "get_queue_stats")
+
+    def process_webhook(
+        self, provider: str, tenant_id: str, install_id: str, headers: dict[str, str], body: bytes
+    ) -> str:
+        raise _not_yet("webhooks", "process_webhook")
+
+    def schedule_health_check(self, provider: str, tenant_id: str, install_id: str) -> str:
+        raise _not_yet("sync", "schedule_health_check")
+
+    def health_check_immediate(self, provider: str, tenant_id: str, install_id: str) -> Any:
+        raise _not_yet("http", "health_check_immediate")
