@@ -35,7 +35,7 @@ def _tuple(value: Any) -> tuple[Any, ...]:
 class RateLimits:
     """The provider's request budget, shared by every worker (per provider account)."""
 
-    requests_per_second: float = 5.0
+    requests_per_second: float = attrs.field(default=5.0, converter=float)
     burst_size: int = 10
 
 
@@ -43,15 +43,15 @@ class RateLimits:
 class Timeouts:
     """Seconds; both are always set on every request."""
 
-    connect: float = 10.0
-    read: float = 30.0
+    connect: float = attrs.field(default=10.0, converter=float)
+    read: float = attrs.field(default=30.0, converter=float)
 
 
 @attrs.frozen
 class RetryConfig:
     max_retries: int = 3
-    backoff_multiplier: float = 2.0
-    max_backoff: float = 60.0
+    backoff_multiplier: float = attrs.field(default=2.0, converter=float)
+    max_backoff: float = attrs.field(default=60.0, converter=float)
 
 
 @attrs.frozen
@@ -84,7 +84,7 @@ class WebhookConfig:
     #: Header or field that uniquely identifies a delivery, for replay protection.
     delivery_id_field: str | None = None
     #: Seconds a delivery id is remembered (covers the provider's retry window).
-    dedupe_ttl: float = 3 * 24 * 3600
+    dedupe_ttl: float = attrs.field(default=3 * 24 * 3600, converter=float)
 
 
 @attrs.frozen
@@ -251,7 +251,7 @@ class IntegrationMetrics:
     connector_id: str
     tenant_id: str
     operation: Operation
-    duration: float
+    duration: float = attrs.field(converter=float)
     success: bool
     timestamp: datetime = attrs.Factory(utcnow)
     records_processed: int | None = None

@@ -241,7 +241,9 @@ class PluginRegistry:
 
         allow_set = set(allow) if allow is not None else None
         deny_set = set(deny)
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
+        # Sorted, so which of two plugins claiming one provider id wins does not depend on the
+        # order of sys.path entries.
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else None
             dist_version = dist.version if dist is not None else None

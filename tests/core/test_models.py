@@ -1,0 +1,88 @@
+"""Every model round-trips through JSON with the one converter; secrets stay out of repr."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from nexus_core import (
+    ConnectorContext,
+    Credentials,
+    Health,
+    Installation,
+    IntegrationMetrics,
+    OAuthConfig,
+    Provider,
+    RateLimits,
+    Record,
+    SyncPage,
+    WebhookConfig,
+    WebhookEvent,
+    WebhookRequest,
+)
+from nexus_core.converters import from_json, to_json
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+CREDS = Credentials(access_token="at-secret", refresh_token="rt-secret", expires_at=NOW,
+                    scopes=("crm.objects.contacts.read",), extra={"instance_url": "https://x"})
+
+EXAMPLES = [
+    Provider(id="hubspot", name="HubSpot", version="1.0.0", base_url="https://api.hubapi.com",
+             rate_limits=RateLimits(4, 10), scopes=("a", "b"), streams=("contacts",),
+             webhook=WebhookConfig(scheme="hubspot-v3", secret_envs=("HUBSPOT_WEBHOOK_SECRET",),
+                                   account_id_field="portalId"),
+             oauth=OAuthConfig(authorize_url="https://app.hubspot.com/oauth/authorize",
+                               token_url="https://api.hubapi.com/oauth/v1/token", pkce=True)),
+    Installation(tenant_id="t", install_id="i", provider="hubspot", account_id="62515",
+                 status="needs_reauth", config={"k": [1, 2]}, created_at=NOW, updated_at=NOW),
+    CREDS,
+    ConnectorContext(tenant_id="t", install_id="i", provider="hubspot", credentials=CREDS,
+                     config={"a": 1}, metadata={"m": True}, account_id="62515"),
+    Record(id="1", stream="contacts", data={"email": "a@b.c"}, updated_at=NOW, deleted=True),
+    SyncPage(records=[Record(id="1", stream="s")], next_cursor="NTI1Cg%3D%3D", done=False),
+    WebhookRequest(method="POST", url="https://h/webhooks/hubspot",
+                   headers={"X-HubSpot-Signature-v3": "sig"}, body=b"\x00\xff[]", received_at=NOW),
+    WebhookEvent(id="e1", type="contact.created", provider="hubspot", object_id="123",
+                 account_id="62515", occurred_at=NOW, payload={"objectId": 123}),
+    Health(healthy=True, auth_valid=True, api_accessible=True, rate_limit_status="90/110",
+           checked_at=NOW, details={"x": 1}),
+    IntegrationMetrics(connector_id="hubspot", tenant_id="t", operation="backfill", duration=1.5,
+                       success=False, timestamp=NOW, records_processed=10, error_code="E",
+                       retry_count=2),
+]
+
+
+@pytest.mark.parametrize("obj", EXAMPLES, ids=lambda o: type(o).__name__)
+def test_model_round_trips_through_json(obj):
+    text = to_json(obj)
+    assert from_json(text, type(obj)) == obj
+    assert to_json(from_json(text, type(obj))) == text
+
+
+def test_context_runtime_fields_are_not_serialized():
+    ctx = ConnectorContext(tenant_id="t", install_id="i", provider="p", http=object(), log=object())
+    assert "http" not in to_json(ctx) and "log" not in to_json(ctx)
+    back = from_json(to_json(ctx), ConnectorContext)
+    assert back.http is None and back == ctx
+
+
+@pytest.mark.parametrize("obj", [CREDS, EXAMPLES[3]], ids=["Credentials", "ConnectorContext"])
+def test_secrets_never_appear_in_repr(obj):
+    assert "secret" not in repr(obj)
+
+
+def test_naive_datetimes_are_read_as_utc():
+    rec = from_json('{"id": "1", "stream": "s", "updated_at": "2026-01-01T00:00:00"}', Record)
+    assert rec.updated_at.tzinfo is not None and rec.updated_at.utcoffset() == timedelta(0)
+
+
+def test_provider_rejects_bad_ids_and_auth_types():
+    with pytest.raises(ValueError, match="slug"):
+        Provider(id="has space", name="x", version="1")
+    with pytest.raises(ValueError, match="auth_type must be one of"):
+        Provider(id="x", name="x", version="1", auth_type="magic")
+
+
+def test_credentials_expiry_margin():
+    soon = Credentials(access_token="a", expires_at=NOW + timedelta(seconds=30))
+    assert soon.expires_within(60, now=NOW) and not soon.expires_within(10, now=NOW)
+    assert not Credentials(access_token="a").expires_within(10**9)
