@@ -177,7 +177,9 @@ def health_check(ctx: ConnectorContext) -> Health | None:
 
 
 @hookspec(firstresult=True)
-def is_token_expired(provider: Provider, status: int, headers: dict[str, str], body: bytes) -> bool | None:
+def is_token_expired(
+    provider: Provider, status: int, headers: dict[str, str], body: bytes
+) -> bool | None:
     """Tell whether a provider's answer means "the access token expired".
 
     Called by the HTTP client on every error answer (and on Slack-style 200 answers with

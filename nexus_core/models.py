@@ -89,7 +89,10 @@ class WebhookConfig:
 
 @attrs.frozen
 class Provider:
-    """A provider's metadata, returned by the ``nexus_provider`` hook (the seed's PROVIDER_CONFIGS)."""
+    """A provider's metadata, returned by the ``nexus_provider`` hook.
+
+    The seed's PROVIDER_CONFIGS entries become these.
+    """
 
     id: str
     name: str
@@ -127,7 +130,7 @@ class Credentials:
 
     access_token: str | None = attrs.field(default=None, repr=False)
     refresh_token: str | None = attrs.field(default=None, repr=False)
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - a scheme name, not a secret
     expires_at: datetime | None = None
     scopes: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     api_key: str | None = attrs.field(default=None, repr=False)

@@ -47,9 +47,13 @@ class NexusPluginManager(pluggy.PluginManager):
 
     def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
         opts = super().parse_hookimpl_opts(plugin, name)
-        if opts is None and isinstance(plugin, BaseConnector) and name in HOOK_NAMES:
-            if callable(getattr(plugin, name, None)):
-                return {}
+        if (
+            opts is None
+            and isinstance(plugin, BaseConnector)
+            and name in HOOK_NAMES
+            and callable(getattr(plugin, name, None))
+        ):
+            return {}
         return opts
 
 
@@ -137,7 +141,9 @@ class PluginRegistry:
                 provider = self._call_nexus_provider(plugin)
                 missing = [h for h in hookspecs.REQUIRED_PROVIDER_HOOKS if h not in hooks]
                 if missing:
-                    raise PluginError(f"provider plugin lacks required hook(s) {', '.join(missing)}")
+                    raise PluginError(
+                        f"provider plugin lacks required hook(s) {', '.join(missing)}"
+                    )
                 owner = self._provider_plugin.get(provider.id)
                 if owner is not None:
                     raise PluginError(
@@ -146,8 +152,12 @@ class PluginRegistry:
                     )
             except Exception as exc:
                 self.pm.unregister(plugin)
-                return skipped(str(exc).split("\n")[0] if isinstance(exc, PluginError) else
-                               f"nexus_provider() failed: {type(exc).__name__}: {exc}", hooks)
+                reason = (
+                    exc.message
+                    if isinstance(exc, PluginError)
+                    else f"nexus_provider() failed: {type(exc).__name__}: {exc}"
+                )
+                return skipped(reason, hooks)
             provider_id = provider.id
             self._providers[provider.id] = provider
             self._provider_plugin[provider.id] = plugin
@@ -290,7 +300,9 @@ def set_registry(registry: PluginRegistry | None) -> PluginRegistry | None:
 
 
 @contextmanager
-def registered(plugin: Any, name: str | None = None, registry: PluginRegistry | None = None) -> Iterator[PluginInfo]:
+def registered(
+    plugin: Any, name: str | None = None, registry: PluginRegistry | None = None
+) -> Iterator[PluginInfo]:
     """Register a plugin for the duration of a ``with`` block (tests, scripts).
 
     Raises :class:`PluginError` if the plugin would be skipped, so a broken test plugin fails

@@ -15,7 +15,7 @@ import attrs
 
 from nexus_core.config import Settings, get_settings
 from nexus_core.errors import PluginError
-from nexus_core.models import Provider
+from nexus_core.models import Credentials, Installation, Provider
 from nexus_core.plugins import PluginRegistry, load_plugins
 
 
@@ -85,7 +85,9 @@ class IntegrationService:
         except PluginError as exc:
             return ConfigValidation(False, [exc.message])
         if not isinstance(config, dict):
-            return ConfigValidation(False, [f"config must be a JSON object, got {type(config).__name__}"])
+            return ConfigValidation(
+                False, [f"config must be a JSON object, got {type(config).__name__}"]
+            )
         limits = config.get("rate_limits")
         if limits is not None:
             if not isinstance(limits, dict):
@@ -135,6 +137,86 @@ class IntegrationService:
             "plugins_ok": sum(i.status == "ok" for i in infos),
             "plugins_skipped": sum(i.status == "skipped" for i in infos),
         }
+
+    # -- installations (store) -------------------------------------------------------------
+
+    @property
+    def store(self) -> Any:
+        """The :class:`~nexus_core.store.Store` at NEXUS_DATABASE_URL, opened on first use."""
+        store = getattr(self, "_store", None)
+        if store is None:
+            from nexus_core.store import Store
+
+            store = self._store = Store.from_settings(self.settings)
+        return store
+
+    def install(
+        self,
+        provider: str,
+        tenant_id: str,
+        install_id: str,
+        *,
+        account_id: str | None = None,
+        config: dict[str, Any] | None = None,
+        credentials: Credentials | None = None,
+    ) -> Installation:
+        """Create an installation after checking the provider and its config."""
+        from nexus_core.errors import ConfigError
+
+        check = self.validate_connector_config(provider, config or {})
+        if not check.valid:
+            raise ConfigError(
+                f"invalid config for {provider}: {'; '.join(check.errors)}",
+                provider=provider, tenant_id=tenant_id, install_id=install_id,
+            )
+        return self.store.add_installation(
+            tenant_id, install_id, provider, account_id=account_id, config=config,
+            credentials=credentials,
+        )
+
+    def get_installation(self, tenant_id: str, install_id: str) -> Installation:
+        return self.store.get_installation(tenant_id, install_id)
+
+    def list_installations(
+        self, tenant_id: str | None = None, *, provider: str | None = None,
+        status: str | None = None,
+    ) -> list[Installation]:
+        """One tenant's installations, or every tenant's when ``tenant_id`` is None (operator)."""
+        if tenant_id is None:
+            return self.store.list_all_installations(provider=provider, status=status)
+        return [
+            i for i in self.store.list_installations(tenant_id)
+            if (provider is None or i.provider == provider)
+            and (status is None or i.status == status)
+        ]
+
+    def set_installation_status(self, tenant_id: str, install_id: str, status: str) -> Installation:
+        return self.store.set_status(tenant_id, install_id, status)
+
+    def remove_installation(self, tenant_id: str, install_id: str) -> None:
+        """Delete an installation with its credentials, checkpoints and pending OAuth states."""
+        self.store.remove_installation(tenant_id, install_id)
+
+    def get_authorization_url(
+        self, provider: str, tenant_id: str, install_id: str, redirect_uri: str | None = None
+    ) -> str:
+        from nexus_core import oauth
+
+        return oauth.authorization_url(
+            self.store, self.registry, provider, tenant_id, install_id,
+            redirect_uri=redirect_uri, settings=self.settings,
+        )
+
+    def complete_authorization(
+        self, provider: str, code: str, state: str, *, tenant_id: str | None = None,
+        install_id: str | None = None,
+    ) -> Installation:
+        from nexus_core import oauth
+
+        return oauth.complete_authorization(
+            self.store, self.registry, provider, code, state, settings=self.settings,
+            tenant_id=tenant_id, install_id=install_id,
+        )
 
     # -- not yet landed --------------------------------------------------------------------
 

@@ -75,7 +75,8 @@ class ExampleConnector(BaseConnector):
         changes = _int_config(ctx, "changes_per_delta", 0)
         version = int((cursor or "v0").lstrip("v")) + 1
         records = [make_record(stream, i, version) for i in range(changes)]
-        return SyncPage(records=records, next_cursor=f"v{version}" if changes else cursor, done=True)
+        next_cursor = f"v{version}" if changes else cursor
+        return SyncPage(records=records, next_cursor=next_cursor, done=True)
 
     def handle_webhook(self, ctx: ConnectorContext, request: WebhookRequest) -> list[WebhookEvent]:
         payload = json.loads(request.body)

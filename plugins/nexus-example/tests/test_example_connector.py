@@ -3,10 +3,10 @@
 import json
 
 import pytest
+from nexus_example import ExampleConnector
 
 from nexus_core import ConnectorContext, WebhookRequest
 from nexus_core.plugins import PluginRegistry
-from nexus_example import ExampleConnector
 
 
 @pytest.fixture
