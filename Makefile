@@ -34,6 +34,7 @@ lint: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python scripts/gen_hook_docs.py > docs/hooks.md
+	$(BIN)/python scripts/gen_settings_table.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info plugins/*/*.egg-info .pytest_cache

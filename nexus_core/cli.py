@@ -18,6 +18,16 @@ from nexus_core.__about__ import __version__
 COMMANDS: dict[str, str] = {
     "plugins": "nexus_core.commands.plugins:plugins",
     "providers": "nexus_core.commands.providers:providers",
+    "run-worker": "nexus_core.commands.worker:run_worker",
+    "scheduler": "nexus_core.commands.worker:scheduler",
+    "sync": "nexus_core.commands.sync:sync",
+    "runs": "nexus_core.commands.sync:runs",
+    "dlq": "nexus_core.commands.dlq:dlq",
+    "stats": "nexus_core.commands.stats:stats",
+    "installs": "nexus_core.commands.installs:installs",
+    "auth": "nexus_core.commands.auth:auth",
+    "keys": "nexus_core.commands.keys:keys",
+    "serve": "nexus_core.commands.serve:serve",
 }
 
 

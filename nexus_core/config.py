@@ -48,6 +48,44 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NEXUS_ENV", "development", "development, test or production (production is strict)"),
     Setting("NEXUS_LOAD_PLUGINS", None, "Comma-separated allow-list of plugin names to load"),
     Setting("NEXUS_DISABLE_PLUGINS", None, "Comma-separated plugin names never to load"),
+    Setting("NEXUS_RATE_LIMIT_MAX_WAIT", "5",
+            "Seconds a worker may sleep for the shared rate limit (longer: RateLimited)"),
+    Setting("NEXUS_RATE_LIMIT_HEADROOM", "1",
+            "Requests of a provider's burst kept unused (absorbs network jitter: no 429s)"),
+    Setting("NEXUS_BREAKER_FAILURE_THRESHOLD", "5",
+            "Consecutive failed calls (5xx, timeouts) that open an installation's breaker"),
+    Setting("NEXUS_BREAKER_COOLDOWN", "30", "Seconds an open breaker waits before one probe call"),
+    Setting("NEXUS_HTTP_BACKOFF_BASE", "0.5",
+            "Seconds: first backoff unit between HTTP retries (x provider's multiplier)"),
+    # [sync] settings (nexus_core.jobs / worker / scheduler / sinks)
+    Setting("NEXUS_SINK", "jsonl",
+            "Built-in record/event sink: jsonl (a file per tenant/stream) or null"),
+    Setting("NEXUS_SINK_DIR", "nexus-data", "Directory of the jsonl sink's files"),
+    Setting("NEXUS_BACKFILL_TIME_BUDGET", "60",
+            "Seconds a backfill job runs before it enqueues its continuation"),
+    Setting("NEXUS_DELTA_INTERVAL", "300",
+            "Seconds between scheduled deltas of each active installation"),
+    Setting("NEXUS_BACKFILL_TENANT_CONCURRENCY", "1",
+            "Backfill jobs one tenant may have queued or running at once (RQ RateLimit)"),
+    Setting("NEXUS_JOB_LEASE_TTL", "15",
+            "Seconds without a heartbeat after which a dead worker's job is requeued"),
+    Setting("NEXUS_MAX_DEFERRALS", "100",
+            "Rate-limit/breaker reschedules of one job before it goes to the dead-letter queue"),
+    Setting("NEXUS_PUBLIC_URL", None,
+            "Public base URL providers call (https://hooks.example.com); HubSpot v3 signs it"),
+    Setting("NEXUS_WEBHOOK_MAX_BODY", "1048576", "Largest webhook body in bytes (larger: 413)"),
+    Setting("NEXUS_WEBHOOK_DEDUPE_TTL", "259200",
+            "Seconds a webhook delivery id is remembered against replays (3 days)"),
+    Setting("NEXUS_WEBHOOK_TOLERANCE", "300",
+            "Seconds a signed webhook timestamp may differ from now, either way"),
+    Setting("NEXUS_WEBHOOK_ROUTE_CACHE_TTL", "30",
+            "Seconds the web app reuses an account-to-installation lookup (0: off)"),
+    Setting("NEXUS_ENCRYPTION_KEYS", None,
+            "Credential keys, comma-separated base64url (first encrypts; required in production)"),
+    Setting("NEXUS_KEY_FILE", ".nexus/encryption.key",
+            "Development key file, generated (mode 600) when NEXUS_ENCRYPTION_KEYS is unset"),
+    Setting("NEXUS_REFRESH_MARGIN", "300", "Seconds before expiry an access token is refreshed"),
+    Setting("NEXUS_OAUTH_STATE_TTL", "600", "Seconds an OAuth authorization link stays valid"),
 )
 
 
@@ -115,7 +153,9 @@ def _redis_url(values: Mapping[str, str]) -> str:
     return f"redis://{auth}{host}:{port}/{db}"
 
 
-def read_env(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> dict:
+def read_env(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> dict:
     """The merged variables: ``.env`` first, then the process environment on top."""
     values: dict[str, str] = {}
     if env_file and Path(env_file).is_file():

@@ -110,7 +110,9 @@ def configure_logging(level: str = "INFO", fmt: str = "pretty", sink: Any = None
             backtrace=False,
             diagnose=False,
         )
-    logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
+    # The stdlib threshold follows ours: a DEBUG record urllib3 would build on every request
+    # only to be dropped by loguru costs ~45 us of CPU.
+    logging.basicConfig(handlers=[InterceptHandler()], level=logger.level(level).no, force=True)
     for name in ("rq", "rq.worker", "urllib3", "gunicorn.error", "gunicorn.access"):
         std = logging.getLogger(name)
         std.handlers = []

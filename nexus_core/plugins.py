@@ -288,8 +288,21 @@ def load_plugins() -> PluginRegistry:
                 settings = get_settings()
                 registry = PluginRegistry()
                 registry.load_entry_points(settings.load_plugins, settings.disable_plugins)
+                _register_builtin_sink(registry, settings)
                 _registry = registry
     return _registry
+
+
+def _register_builtin_sink(registry: PluginRegistry, settings: Any) -> None:
+    """Register the sink NEXUS_SINK selects, as an ordinary plugin named ``sink-<kind>`` (the
+    allow/deny lists apply to it like to any plugin)."""
+    from nexus_core.sinks import builtin_sink
+
+    sink = builtin_sink(settings)
+    allow, deny = settings.load_plugins, settings.disable_plugins
+    if sink.name in deny or (allow is not None and sink.name not in allow):
+        return
+    registry.register(sink, sink.name, distribution="nexus-core")
 
 
 def set_registry(registry: PluginRegistry | None) -> PluginRegistry | None:

@@ -1,9 +1,15 @@
-"""Queue names, concurrency, job ids and the Redis connection: the conventions every producer
-(service, web app, scheduler) and consumer (worker) share."""
+"""Queue names, concurrency, job ids, retry policy and the Redis connection: the conventions every
+producer (service, web app, scheduler) and consumer (worker) share.
+
+Importing this module is cheap (no rq, no redis); the functions that need them import lazily.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import math
+import random
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -16,6 +22,9 @@ DELTA = "integration-delta"
 WEBHOOK = "integration-webhook"
 HEALTH = "integration-health"
 ALL_QUEUES: tuple[str, ...] = (BACKFILL, DELTA, WEBHOOK, HEALTH)
+#: The order a worker listening on every queue dequeues in: short, latency-sensitive work first,
+#: so a burst of long backfill chunks never sits in front of a delta or a webhook.
+WORKER_QUEUE_ORDER: tuple[str, ...] = (WEBHOOK, DELTA, HEALTH, BACKFILL)
 
 #: The seed's per-queue concurrency at INTEGRATION_WORKER_CONCURRENCY=5 (the default).
 BASE_CONCURRENCY: dict[str, int] = {BACKFILL: 2, DELTA: 5, WEBHOOK: 10, HEALTH: 3}
@@ -25,6 +34,49 @@ JOB_BACKFILL = "nexus_core.jobs.run_backfill"
 JOB_DELTA = "nexus_core.jobs.run_delta"
 JOB_WEBHOOK = "nexus_core.jobs.run_webhook"
 JOB_HEALTH = "nexus_core.jobs.run_health_check"
+#: RQ ``on_failure`` callback of every sync job (fail-fast classification, run bookkeeping).
+ON_FAILURE = "nexus_core.jobs.on_job_failure"
+
+#: Job statuses that mean "this job will still run": a second start returns it.
+ACTIVE_STATUSES: tuple[str, ...] = (
+    "queued", "started", "scheduled", "deferred", "rate_limited", "created", "ready_to_enqueue",
+)
+
+#: Redis key prefixes owned by the sync engine (besides RQ's own ``rq:`` keys).
+LEASE_PREFIX = "nexus:lease:"
+ACTIVE_PREFIX = "nexus:active:"
+RECOVERY_CLAIM_PREFIX = "nexus:recovering:"
+
+#: Lua: claim "the active job" of a logical sync (installation + stream + kind). If the marker
+#: names a job that is still active (queued, started, scheduled, rate limited, ...), return that
+#: id and change nothing; otherwise point the marker at ARGV[1] and return nil. Atomic, so two
+#: concurrent ``start_backfill`` calls enqueue one job. RQ's ``unique=True`` cannot do this for
+#: us: it refuses a job id while *any* job hash with that id exists (finished and failed jobs
+#: included) and it is not supported together with ``RateLimit`` (rq 3.0 raises ValueError).
+#: KEYS[1] marker key; ARGV[1] new job id, ARGV[2] job key prefix, ARGV[3..] active statuses.
+CLAIM_ACTIVE_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current then
+    local status = redis.call('HGET', ARGV[2] .. current, 'status')
+    if status then
+        for i = 3, #ARGV do
+            if status == ARGV[i] then return current end
+        end
+    end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return false
+"""
+
+#: Lua: move the marker from one job to its continuation (or delete it with ARGV[2] == '')
+#: only if it still names ARGV[1]. KEYS[1] marker key.
+HANDOVER_ACTIVE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
+    return 1
+end
+return 0
+"""
 
 
 def concurrency(queue: str, worker_concurrency: int = 5) -> int:
@@ -32,17 +84,82 @@ def concurrency(queue: str, worker_concurrency: int = 5) -> int:
     return max(1, round(BASE_CONCURRENCY[queue] * worker_concurrency / 5))
 
 
+#: RQ 3 accepts only ``[A-Za-z0-9_-]`` in job ids. Parts are joined with ``__``; a part that
+#: could make that ambiguous (``__`` inside, ``_`` at an end, other characters, > 64 chars) is
+#: replaced by a hash, so distinct (kind, provider, tenant, install, ...) never share an id.
+SEP = "__"
+_PART = re.compile(r"[A-Za-z0-9-](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9-])?")
+
+
 def _safe(part: str) -> str:
-    # RQ job ids become Redis key parts: keep them printable and bounded.
-    return part if part.replace("-", "").replace("_", "").replace(".", "").isalnum() and len(
-        part
-    ) <= 64 else hashlib.sha256(part.encode()).hexdigest()[:16]
+    if _PART.fullmatch(part) and SEP not in part:
+        return part
+    return "h" + hashlib.sha256(part.encode()).hexdigest()[:16]
 
 
 def job_id(kind: str, provider: str, tenant_id: str, install_id: str, *extra: str) -> str:
     """Deterministic job id: one active backfill per installation and stream, one delta per
     cron slot, one webhook job per delivery and installation."""
-    return ":".join(["nexus", kind, *(_safe(p) for p in (provider, tenant_id, install_id, *extra))])
+    return SEP.join(["nexus", kind, *(_safe(p) for p in (provider, tenant_id, install_id, *extra))])
+
+
+def stream_key(stream: str | None) -> str:
+    """The id part for a stream; ``None`` (every stream of the installation) is ``all``."""
+    return "all" if stream is None else stream
+
+
+def sync_key(kind: str, provider: str, tenant_id: str, install_id: str, stream: str | None) -> str:
+    """The logical sync a job belongs to: its continuations and retries share this key."""
+    return job_id(kind, provider, tenant_id, install_id, stream_key(stream))
+
+
+def chunk_job_id(sync: str, run_id: str, chunk: int) -> str:
+    """Job id of chunk ``chunk`` (0 = first, then one per continuation) of run ``run_id``."""
+    return f"{sync}{SEP}{run_id[:12]}{SEP}{chunk}"
+
+
+def slot_job_id(sync: str, slot: int) -> str:
+    """Job id of a periodic (cron) job for time slot ``slot``: the same in every scheduler."""
+    return f"{sync}{SEP}slot{slot}"
+
+
+def active_key(sync: str) -> str:
+    return ACTIVE_PREFIX + sync
+
+
+def lease_key(job_id_: str) -> str:
+    return LEASE_PREFIX + job_id_
+
+
+def backfill_rate_limit_key(tenant_id: str) -> str:
+    """The RQ ``RateLimit`` key that caps one tenant's concurrently queued/running backfill
+    chunks (NEXUS_BACKFILL_TENANT_CONCURRENCY): a tenant's 10,000-page backfill occupies at most
+    that many workers and its chunks round-robin behind each other."""
+    return "nexus-backfill-" + _safe(tenant_id)
+
+
+def backoff_intervals(
+    max_retries: int, backoff_delay_ms: int, rng: random.Random | None = None
+) -> list[int]:
+    """Exponential backoff with jitter for RQ's ``Retry(interval=[...])``: attempt ``n`` waits a
+    random time in ``[d * 2**n / 2, d * 2**n]`` (``d`` = INTEGRATION_BACKOFF_DELAY), rounded up
+    to RQ's whole seconds (0 stays 0: retry at once)."""
+    rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+    base = backoff_delay_ms / 1000.0
+    out = []
+    for n in range(max_retries):
+        top = base * (2**n)
+        out.append(math.ceil(rng.uniform(top / 2, top)) if top > 0 else 0)
+    return out
+
+
+def retry_policy(max_retries: int, backoff_delay_ms: int) -> Any:
+    """RQ ``Retry`` for INTEGRATION_MAX_RETRIES / INTEGRATION_BACKOFF_DELAY (None: no retry)."""
+    if max_retries <= 0:
+        return None
+    from rq import Retry
+
+    return Retry(max=max_retries, interval=backoff_intervals(max_retries, backoff_delay_ms))
 
 
 def redis_connection(settings: Settings | None = None, url: str | None = None) -> redis.Redis:
@@ -64,3 +181,60 @@ def queue(name: str, connection: Any) -> Any:
     from rq.serializers import JSONSerializer
 
     return Queue(name, connection=connection, serializer=JSONSerializer)
+
+
+def claim_active(connection: Any, sync: str, new_job_id: str) -> str | None:
+    """Make ``new_job_id`` the active job of ``sync`` unless one is active: returns the active
+    job's id (nothing changed) or None (claimed: enqueue ``new_job_id`` now)."""
+    from rq.job import Job
+
+    current = connection.eval(
+        CLAIM_ACTIVE_LUA, 1, active_key(sync), new_job_id, Job.redis_job_namespace_prefix,
+        *ACTIVE_STATUSES,
+    )
+    if current is None:
+        return None
+    return current.decode() if isinstance(current, bytes) else str(current)
+
+
+def handover_active(connection: Any, sync: str, from_job_id: str, to_job_id: str | None) -> bool:
+    """Point ``sync``'s marker at ``to_job_id`` (None: clear it) if it still names
+    ``from_job_id``."""
+    return bool(
+        connection.eval(HANDOVER_ACTIVE_LUA, 1, active_key(sync), from_job_id, to_job_id or "")
+    )
+
+
+def active_job_id(connection: Any, sync: str) -> str | None:
+    value = connection.get(active_key(sync))
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def queue_stats(connection: Any) -> dict[str, Any]:
+    """Depth and registry counts per queue (failed = the dead-letter queue), the workers on
+    each queue, and the per-tenant backfill rate limits in use."""
+    from rq import Worker
+    from rq.rate_limit import RateLimitRegistry
+
+    q_stats: dict[str, Any] = {}
+    workers = Worker.all(connection=connection)
+    for name in ALL_QUEUES:
+        q = queue(name, connection)
+        q_stats[name] = {
+            "queued": q.count,
+            "started": q.started_job_registry.count,
+            "scheduled": q.scheduled_job_registry.count,
+            "deferred": q.deferred_job_registry.count,
+            "finished": q.finished_job_registry.count,
+            "failed": q.failed_job_registry.count,
+            "canceled": q.canceled_job_registry.count,
+            "workers": sum(1 for w in workers if name in w.queue_names()),
+            "concurrency": concurrency(name),
+        }
+    limits = {}
+    for reg in RateLimitRegistry.all(connection):
+        if reg.key.startswith("nexus-backfill-"):
+            limits[reg.key] = {"running": reg.get_allowed_job_count(),
+                               "waiting": reg.get_rate_limited_job_count(),
+                               "concurrency": reg.concurrency}
+    return {"queues": q_stats, "workers": len(workers), "rate_limits": limits}

@@ -126,11 +126,14 @@ class IntegrationService:
                     warnings.append(f"{env} is not set: the OAuth flow for {provider.id} will fail")
         return ConfigValidation(not errors, errors, warnings)
 
-    def get_connector_stats(self) -> dict[str, Any]:
-        """Counts over the installed connectors and plugins."""
+    def get_connector_stats(self, *, sync: bool = False) -> dict[str, Any]:
+        """Counts over the installed connectors and plugins; with ``sync``, also installations
+        by status and recent sync runs by status (:meth:`get_sync_stats`, reads the store)."""
         providers = self.get_available_connectors()
         infos = self.registry.infos
+        extra = self.get_sync_stats() if sync else {}
         return {
+            **extra,
             "connectors": len(providers),
             "by_auth_type": dict(Counter(p.auth_type for p in providers)),
             "webhook_supported": sum(p.supports_webhooks for p in providers),
@@ -149,6 +152,13 @@ class IntegrationService:
 
             store = self._store = Store.from_settings(self.settings)
         return store
+
+    def close(self) -> None:
+        """Release the store's database connections (the service reopens it when used)."""
+        store = getattr(self, "_store", None)
+        if store is not None:
+            self._store = None
+            store.close()
 
     def install(
         self,
@@ -218,24 +228,132 @@ class IntegrationService:
             tenant_id=tenant_id, install_id=install_id,
         )
 
-    # -- not yet landed --------------------------------------------------------------------
+    # -- sync (RQ jobs) --------------------------------------------------------------------
 
-    def start_backfill(self, provider: str, tenant_id: str, install_id: str) -> str:
-        raise _not_yet("sync", "start_backfill")
+    @property
+    def redis(self) -> Any:
+        """The Redis client for REDIS_URL (queues), connected on first use."""
+        client = getattr(self, "_redis", None)
+        if client is None:
+            from nexus_core.queues import redis_connection
 
-    def start_delta(self, provider: str, tenant_id: str, install_id: str) -> str:
-        raise _not_yet("sync", "start_delta")
+            client = self._redis = redis_connection(self.settings)
+        return client
+
+    def _sync_options(self) -> Any:
+        from nexus_core.jobs import SyncOptions
+
+        return SyncOptions.from_settings(self.settings)
+
+    def start_backfill(
+        self, provider: str, tenant_id: str, install_id: str, stream: str | None = None
+    ) -> str:
+        """Enqueue a backfill of ``stream`` (None: every stream) and return its job id; while
+        one is active for this installation and stream, return that one's id instead."""
+        from nexus_core.jobs import start_sync
+
+        self.registry.provider(provider)
+        return start_sync(self.redis, self.store, "backfill", provider, tenant_id, install_id,
+                          stream, opts=self._sync_options())
+
+    def start_delta(
+        self, provider: str, tenant_id: str, install_id: str, stream: str | None = None
+    ) -> str:
+        """Enqueue a delta from the stored delta cursor; an active one's id if there is one."""
+        from nexus_core.jobs import start_sync
+
+        self.registry.provider(provider)
+        return start_sync(self.redis, self.store, "delta", provider, tenant_id, install_id,
+                          stream, opts=self._sync_options())
+
+    #: The seed's WorkerManager names.
+    def schedule_backfill_job(
+        self, provider: str, tenant_id: str, install_id: str, stream: str | None = None
+    ) -> str:
+        return self.start_backfill(provider, tenant_id, install_id, stream)
+
+    def schedule_delta_job(
+        self, provider: str, tenant_id: str, install_id: str, stream: str | None = None
+    ) -> str:
+        return self.start_delta(provider, tenant_id, install_id, stream)
+
+    def schedule_webhook_job(
+        self, provider: str, tenant_id: str, install_id: str, request: Any
+    ) -> str:
+        """Enqueue an already verified and routed delivery (a ``WebhookRequest``) for one
+        installation; the job id is derived from the delivery, so a replay is not enqueued."""
+        import contextlib
+        import hashlib
+
+        from rq import Callback
+
+        from nexus_core import queues
+        from nexus_core.converters import unstructure
+
+        self.registry.provider(provider)
+        body = unstructure(request)
+        delivery = hashlib.sha256(request.body).hexdigest()[:24]
+        opts = self._sync_options()
+        jid = queues.job_id("webhook", provider, tenant_id, install_id, delivery)
+        from rq.exceptions import DuplicateJobError
+
+        with contextlib.suppress(DuplicateJobError):  # a replay of this delivery
+            queues.queue(queues.WEBHOOK, self.redis).enqueue_call(
+                queues.JOB_WEBHOOK,
+                kwargs={"provider": provider, "tenant_id": tenant_id, "install_id": install_id,
+                        "request": body},
+                job_id=jid, unique=True, on_failure=Callback(queues.ON_FAILURE),
+                retry=queues.retry_policy(opts.max_retries, opts.backoff_delay_ms),
+                description=f"webhook {provider} {tenant_id}/{install_id}",
+            )
+        return jid
+
+    def schedule_health_check(self, provider: str, tenant_id: str, install_id: str) -> str:
+        """Enqueue a health check (at most one per installation per minute); returns its id."""
+        import contextlib
+        import time
+
+        from rq import Callback
+        from rq.exceptions import DuplicateJobError
+
+        from nexus_core import queues
+
+        self.registry.provider(provider)
+        self.store.get_installation(tenant_id, install_id)
+        sync = queues.job_id("health", provider, tenant_id, install_id)
+        jid = queues.slot_job_id(sync, int(time.time() // 60))
+        with contextlib.suppress(DuplicateJobError):  # one per installation and minute
+            queues.queue(queues.HEALTH, self.redis).enqueue_call(
+                queues.JOB_HEALTH,
+                kwargs={"provider": provider, "tenant_id": tenant_id, "install_id": install_id},
+                job_id=jid, unique=True, on_failure=Callback(queues.ON_FAILURE),
+                description=f"health {provider} {tenant_id}/{install_id}",
+            )
+        return jid
 
     def get_queue_stats(self) -> dict[str, Any]:
-        raise _not_yet("sync", "get_queue_stats")
+        """Per queue: queued/started/scheduled/deferred/finished/failed (dead-letter) counts
+        and the workers listening on it; plus per-tenant backfill rate-limit usage."""
+        from nexus_core.queues import queue_stats
+
+        return queue_stats(self.redis)
+
+    def get_sync_stats(self) -> dict[str, Any]:
+        """Installations by status and the latest sync runs by status (from the store)."""
+        installs = self.store.list_all_installations()
+        runs = self.store.list_runs(limit=1000)
+        return {
+            "installations": dict(Counter(i.status for i in installs)),
+            "recent_runs": dict(Counter(r.status for r in runs)),
+            "records_synced_recent": sum(r.records for r in runs),
+        }
+
+    # -- not yet landed --------------------------------------------------------------------
 
     def process_webhook(
         self, provider: str, tenant_id: str, install_id: str, headers: dict[str, str], body: bytes
     ) -> str:
         raise _not_yet("webhooks", "process_webhook")
-
-    def schedule_health_check(self, provider: str, tenant_id: str, install_id: str) -> str:
-        raise _not_yet("sync", "schedule_health_check")
 
     def health_check_immediate(self, provider: str, tenant_id: str, install_id: str) -> Any:
         raise _not_yet("http", "health_check_immediate")

@@ -1,0 +1,199 @@
+"""``nexus installs``: add, list, show, disable, enable and remove installations.
+
+Nothing here ever prints a secret: credentials are summarized (which tokens exist, expiry,
+scopes, key id), never shown.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from nexus_core.commands._output import echo_json, echo_table, user_errors
+
+_tenant = click.option("--tenant", "tenant_id", required=True, help="Tenant id.")
+_install = click.option("--install", "install_id", required=True, help="Installation id.")
+
+
+@contextmanager
+def _service() -> Iterator[Any]:
+    """The service, with SDK errors turned into a clean message and connections closed."""
+    from nexus_core.service import IntegrationService
+
+    service = IntegrationService()
+    try:
+        with user_errors():
+            yield service
+    finally:
+        service.close()
+
+
+def _row(inst: Any) -> dict[str, Any]:
+    from nexus_core.converters import unstructure
+
+    return unstructure(inst)
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{what} is not valid JSON: {exc}") from None
+
+
+@click.group()
+def installs() -> None:
+    """Manage installations: one tenant's connection to one provider account."""
+
+
+@installs.command("add")
+@click.argument("provider")
+@_tenant
+@_install
+@click.option("--account-id", help="The provider account id (HubSpot hub id, Slack team id, ...).")
+@click.option("--config", "config_json", help="Installation config as a JSON object.")
+@click.option(
+    "--credentials-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON file with credentials (access_token, refresh_token, expires_at, api_key, ...).",
+)
+def add(
+    provider: str, tenant_id: str, install_id: str, account_id: str | None,
+    config_json: str | None, credentials_file: Path | None,
+) -> None:
+    """Add an installation of PROVIDER for a tenant (credentials are encrypted at rest)."""
+    from nexus_core.converters import structure
+    from nexus_core.models import Credentials
+
+    config = _json_arg(config_json, "--config") if config_json else None
+    if config is not None and not isinstance(config, dict):
+        raise click.BadParameter("--config must be a JSON object")
+    creds = None
+    if credentials_file is not None:
+        data = _json_arg(credentials_file.read_text(), str(credentials_file))
+        if not isinstance(data, dict):
+            raise click.BadParameter("the credentials file must hold a JSON object")
+        known = {a.name for a in Credentials.__attrs_attrs__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise click.BadParameter(
+                f"unknown credential field(s) {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(known))}"
+            )
+        try:
+            creds = structure(data, Credentials)
+        except Exception as exc:  # cattrs' validation errors
+            raise click.BadParameter(f"invalid credentials file: {exc}") from None
+    with _service() as service:
+        inst = service.install(
+            provider, tenant_id, install_id, account_id=account_id, config=config,
+            credentials=creds,
+        )
+    click.echo(
+        f"added {inst.provider} installation {inst.install_id} for tenant {inst.tenant_id}"
+        + (" (with credentials)" if creds else "")
+    )
+
+
+@installs.command("list")
+@click.option("--tenant", "tenant_id", help="Only this tenant (default: every tenant, operator).")
+@click.option("--provider", help="Only this provider.")
+@click.option("--status", type=click.Choice(["active", "needs_reauth", "disabled"]))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_installs(
+    tenant_id: str | None, provider: str | None, status: str | None, as_json: bool
+) -> None:
+    """List installations (never their secrets)."""
+    with _service() as service:
+        rows = [_row(i) for i in service.list_installations(
+            tenant_id, provider=provider, status=status
+        )]
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        where = f" for tenant {tenant_id!r}" if tenant_id else ""
+        click.echo(f"No installations{where}. Add one with `nexus installs add PROVIDER ...`.")
+        return
+    echo_table(
+        ["TENANT", "INSTALL", "PROVIDER", "ACCOUNT", "STATUS", "UPDATED"],
+        [[r["tenant_id"], r["install_id"], r["provider"], r["account_id"], r["status"],
+          r["updated_at"][:19]] for r in rows],
+    )
+
+
+@installs.command("show")
+@_tenant
+@_install
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def show(tenant_id: str, install_id: str, as_json: bool) -> None:
+    """Show one installation: status, config, credential summary, checkpoints, recent runs."""
+    from nexus_core.converters import unstructure
+
+    with _service() as service:
+        data = _row(service.get_installation(tenant_id, install_id))
+        store = service.store
+        summary = store.credentials_summary(tenant_id, install_id)
+        data["credentials"] = unstructure(summary) if summary else None
+        data["checkpoints"] = [
+            {"stream": s, "kind": k, "cursor": c.cursor, "seq": c.seq,
+             "updated_at": unstructure(c.updated_at)}
+            for (s, k), c in store.list_checkpoints(tenant_id, install_id).items()
+        ]
+        data["recent_runs"] = unstructure(store.list_runs(tenant_id, install_id, limit=5))
+    if as_json:
+        echo_json(data)
+        return
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        elif isinstance(value, list):
+            value = "; ".join(
+                ", ".join(f"{k}={v}" for k, v in item.items() if v is not None)
+                for item in value
+            ) or "-"
+        click.echo(f"{key:14} {'-' if value is None else value}")
+
+
+def _set_status(tenant_id: str, install_id: str, status: str) -> None:
+    with _service() as service:
+        inst = service.set_installation_status(tenant_id, install_id, status)
+    click.echo(f"installation {inst.install_id} of tenant {inst.tenant_id} is now {inst.status}")
+
+
+@installs.command("disable")
+@_tenant
+@_install
+def disable(tenant_id: str, install_id: str) -> None:
+    """Stop syncing an installation (credentials are kept)."""
+    _set_status(tenant_id, install_id, "disabled")
+
+
+@installs.command("enable")
+@_tenant
+@_install
+def enable(tenant_id: str, install_id: str) -> None:
+    """Mark an installation active again."""
+    _set_status(tenant_id, install_id, "active")
+
+
+@installs.command("remove")
+@_tenant
+@_install
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def remove(tenant_id: str, install_id: str, yes: bool) -> None:
+    """Delete an installation with its credentials, checkpoints and pending OAuth links."""
+    with _service() as service:
+        service.get_installation(tenant_id, install_id)
+        if not yes:
+            click.confirm(
+                f"Remove installation {install_id} of tenant {tenant_id} and its credentials?",
+                abort=True,
+            )
+        service.remove_installation(tenant_id, install_id)
+    click.echo(f"removed installation {install_id} of tenant {tenant_id}")

@@ -1,0 +1,75 @@
+"""``nexus serve``: the web app (webhooks, OAuth callback, probes) under gunicorn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+def gunicorn_options(host: str, port: int, workers: int, threads: int, timeout: int) -> dict:
+    """The gunicorn settings ``nexus serve`` runs with (the benchmark reuses them)."""
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread" if threads > 1 else "sync",
+        "timeout": timeout,
+        "graceful_timeout": timeout,
+        "keepalive": 5,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+        "proc_name": "nexus-serve",
+    }
+
+
+def run_gunicorn(app_factory: Any, options: dict[str, Any]) -> None:
+    """Serve ``app_factory()`` — called in each worker after fork, so every worker gets its own
+    Redis and database connections."""
+    from gunicorn.app.base import BaseApplication
+
+    class _Server(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                if value is not None or key == "accesslog":
+                    self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return app_factory()
+
+    _Server().run()
+
+
+def _app() -> Any:
+    from nexus_core.web import create_app
+
+    return create_app()
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on (0.0.0.0 for every interface).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 256),
+              help="gunicorn worker processes.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Threads per worker (>1 uses gunicorn's gthread worker).")
+@click.option("--timeout", default=30, show_default=True, type=click.IntRange(1, 3600),
+              help="Seconds before a stuck worker is restarted.")
+def serve(host: str, port: int, workers: int, threads: int, timeout: int) -> None:
+    """Serve webhooks, the OAuth flow, /healthz, /readyz and /metrics with gunicorn.
+
+    Providers POST to /webhooks/<provider> (or /webhooks/<provider>/<install_id>); set
+    NEXUS_PUBLIC_URL to the public base URL when behind a proxy (HubSpot v3 signs it).
+    """
+    from nexus_core.commands._output import user_errors
+    from nexus_core.config import get_settings
+    from nexus_core.plugins import load_plugins
+    from nexus_core.webhooks import IngressOptions
+
+    with user_errors():  # a malformed setting fails here, once, not in every worker
+        IngressOptions.from_settings(get_settings())
+        load_plugins()
+    click.echo(f"nexus serve: http://{host}:{port} ({workers} worker(s))", err=True)
+    run_gunicorn(_app, gunicorn_options(host, port, workers, threads, timeout))

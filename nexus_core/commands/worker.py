@@ -1,0 +1,51 @@
+"""``nexus run-worker`` and ``nexus scheduler``: process sync jobs, schedule periodic deltas."""
+
+from __future__ import annotations
+
+import click
+
+from nexus_core.commands._output import user_errors
+
+
+@click.command("run-worker")
+@click.option("--queues", "-q", "queue_names", multiple=True, metavar="QUEUE",
+              help="Queues to listen on, in priority order (repeat or comma-separate): "
+              "webhook, delta, health, backfill or their integration-* names. Default: all, "
+              "latency-sensitive first.")
+@click.option("--workers", "-n", default=1, show_default=True, type=click.IntRange(1),
+              help="Worker processes (RQ WorkerPool when > 1); each forks a work-horse per job.")
+@click.option("--burst", is_flag=True, help="Quit when the queues are empty.")
+@click.option("--with-scheduler", is_flag=True,
+              help="Also run the periodic-delta scheduler (like `nexus scheduler`) in a child.")
+@click.option("--no-fork", is_flag=True,
+              help="Run jobs in the worker process itself (RQ SimpleWorker): less per-job cost, "
+              "no isolation between jobs. Only with --workers 1.")
+def run_worker(queue_names: tuple[str, ...], workers: int, burst: bool,
+               with_scheduler: bool, no_fork: bool) -> None:
+    """Process sync jobs from Redis (REDIS_URL) with RQ workers.
+
+    SIGTERM/SIGINT is a warm shutdown: a running backfill finishes its current page, commits its
+    checkpoint, enqueues its continuation and the worker exits. A second signal kills the job
+    (it resumes from its last checkpoint). Jobs of a worker that died are requeued by the next
+    worker within NEXUS_JOB_LEASE_TTL seconds.
+    """
+    from nexus_core.worker import run_worker as run
+
+    with user_errors():
+        if no_fork and workers > 1:
+            raise click.UsageError("--no-fork runs one worker; drop --workers")
+        run(list(queue_names) or None, workers=workers, burst=burst,
+            with_scheduler=with_scheduler, simple=no_fork)
+
+
+@click.command("scheduler")
+def scheduler() -> None:
+    """Enqueue a delta per active installation every NEXUS_DELTA_INTERVAL seconds (RQ cron).
+
+    Running two schedulers is safe: each slot's job id is the same in both and RQ refuses the
+    second enqueue.
+    """
+    from nexus_core.scheduler import run_scheduler
+
+    with user_errors():
+        run_scheduler()

@@ -1,0 +1,669 @@
+"""The resilient HTTP session a connector uses to talk to its provider (``ctx.http``).
+
+One :class:`ProviderSession` per (provider, installation), built on ``requests.Session`` with an
+``HTTPAdapter(max_retries=urllib3 Retry)``: connection pooling across a job's calls, connect and
+read timeouts on every request, retries with exponential backoff and jitter for idempotent
+methods (and for others only with an idempotency key), ``Retry-After`` honoured. Around it:
+
+* the shared rate limiter and circuit breaker (:mod:`nexus_core.ratelimit`,
+  :mod:`nexus_core.breaker`) — one Redis round trip per request (fewer at high limits, where
+  slots are leased);
+* auth injection per ``Provider.auth_type`` and one refresh-and-retry on the provider's
+  expired-token answer (``is_token_expired`` hook);
+* the provider's rate-limit headers (``parse_rate_limit`` hook) kept for health checks;
+* one log line and metrics per request, secrets redacted.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextvars
+import email.utils
+import os
+import random
+import re
+import time
+from collections.abc import Callable
+from itertools import takewhile
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+import requests
+from loguru import logger
+from requests.adapters import HTTPAdapter
+from urllib3 import exceptions as u3
+from urllib3.util import Retry
+
+from nexus_core import metrics
+from nexus_core.__about__ import __version__
+from nexus_core.breaker import Admission, BreakerPolicy, CircuitBreaker
+from nexus_core.config import Settings, get_settings
+from nexus_core.errors import (
+    AuthError,
+    ConfigError,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimited,
+)
+from nexus_core.log import redact
+from nexus_core.models import Credentials, Provider, RateLimits, Timeouts
+from nexus_core.ratelimit import RateLimiter
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+#: Answers retried (idempotent methods) and counted as breaker failures once retries are spent.
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+#: Slack-style errors come as HTTP 200 ``{"ok": false, ...}``: only those 2xx bodies are shown to
+#: the ``is_token_expired`` hook.
+_OK_FALSE = re.compile(rb'\s*\{\s*"ok"\s*:\s*false')
+
+
+def _float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be >= 0, got {raw!r}")
+    return value
+
+
+def _int(name: str, raw: str) -> int:
+    value = _float(name, raw)
+    if value != int(value):
+        raise ConfigError(f"{name} must be an integer, got {raw!r}")
+    return int(value)
+
+
+@attrs.define
+class _Call:
+    """What urllib3's Retry needs to know about the call in flight (see :class:`_Retry`)."""
+
+    method: str = ""
+    path: str = ""
+    any_method: bool = False  # an idempotency key makes any method retryable
+    single_attempt: bool = False  # the breaker's half-open probe
+    retries: int = 0
+    status: int | None = None  # the last answer's
+
+
+_call: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("nexus_call", default=None)
+
+
+class _Retry(Retry):
+    """urllib3's Retry, told what it cannot know on its own.
+
+    * 429 is NOT retried here: urllib3 would sleep its Retry-After inside the worker however
+      long it is, and resend without asking the shared limiter. :class:`ProviderSession` turns
+      a 429 into a shared cool-down instead.
+    * Whether a POST may be retried depends on this call's idempotency key, and a half-open
+      probe gets one attempt only; urllib3 sees neither, so a context variable tells it.
+    * Every retry takes a slot of the shared rate limit and is logged (``before_retry``).
+    * The backoff grows by ``RetryConfig.backoff_multiplier``; urllib3 hard-codes 2.
+    """
+
+    RETRY_AFTER_STATUS_CODES = frozenset({503})
+
+    def __init__(
+        self,
+        *args: Any,
+        multiplier: float = 2.0,
+        before_retry: Callable[[Any], None] | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(*args, **kw)
+        self.multiplier = multiplier
+        self.before_retry = before_retry
+
+    def new(self, **kw: Any) -> _Retry:
+        new = super().new(**kw)
+        new.multiplier, new.before_retry = self.multiplier, self.before_retry
+        return new
+
+    def _is_method_retryable(self, method: str) -> bool:
+        call = _call.get()
+        return (call is not None and call.any_method) or super()._is_method_retryable(method)
+
+    def increment(self, *args: Any, **kw: Any) -> _Retry:
+        call = _call.get()
+        retry = self.new(total=0) if call is not None and call.single_attempt else self
+        return Retry.increment(retry, *args, **kw)
+
+    def get_backoff_time(self) -> float:
+        errors = len(list(takewhile(lambda h: h.redirect_location is None,
+                                    reversed(self.history))))
+        if errors <= 1:
+            return 0
+        value = self.backoff_factor * self.multiplier ** (errors - 1)
+        value += random.random() * self.backoff_jitter  # noqa: S311 - jitter, not crypto
+        return float(max(0, min(self.backoff_max, value)))
+
+    def sleep(self, response: Any = None) -> None:
+        super().sleep(response)
+        if self.before_retry is not None:
+            self.before_retry(self.history[-1] if self.history else None)
+
+
+def parse_rate_limit_headers(headers: Any) -> dict[str, Any] | None:
+    """The built-in ``parse_rate_limit``: ``X-RateLimit-*`` and IETF ``RateLimit-*`` headers."""
+    out: dict[str, Any] = {}
+    for prefix in ("X-RateLimit-", "RateLimit-"):
+        for field, key in (("Limit", "max"), ("Remaining", "remaining"), ("Reset", "reset")):
+            value = headers.get(prefix + field)
+            if value is not None and key not in out:
+                try:
+                    out[key] = float(value) if "." in value else int(value)
+                except ValueError:
+                    out[key] = value
+    return out or None
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header (seconds or HTTP date) in seconds, None when absent or garbled."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        return max(0.0, email.utils.mktime_tz(parsed) - time.time()) if parsed else None
+
+
+def _describe(exc: BaseException, timeouts: Timeouts) -> tuple[str, bool]:
+    """A short reason for a transport failure, and whether it happened before the request
+    reached the provider (then retrying is always safe). Never includes the URL: a query
+    string may carry a secret."""
+    chain: list[BaseException] = [exc]
+    inner = exc.args[0] if exc.args else None
+    if isinstance(inner, u3.MaxRetryError) and inner.reason is not None:
+        chain.append(inner.reason)
+    elif isinstance(inner, BaseException):
+        chain.append(inner)
+    for err in reversed(chain):
+        if isinstance(err, u3.NameResolutionError):
+            return "DNS lookup failed", True
+        if isinstance(err, u3.NewConnectionError):
+            refused = "refused" in str(err).lower()
+            return ("connection refused" if refused else "connection failed"), True
+        if isinstance(err, u3.ConnectTimeoutError | requests.ConnectTimeout):
+            return f"connect timeout ({timeouts.connect:g} s)", True
+        if isinstance(err, u3.ReadTimeoutError | requests.ReadTimeout):
+            return f"read timeout ({timeouts.read:g} s)", False
+        if isinstance(err, u3.SSLError | requests.exceptions.SSLError):
+            return "TLS handshake failed", True
+        if isinstance(err, u3.ProtocolError):
+            return "connection dropped", False
+    return type(exc).__name__, False
+
+
+class ProviderSession:
+    """An installation's resilient session with its provider (see the module docstring).
+
+    ``redis=None`` disables the shared limiter and breaker (logged). ``registry`` supplies the
+    provider's ``is_token_expired``/``parse_rate_limit`` hooks; without it (or without the
+    plugin's implementation) a bare 401 means "expired" and ``X-RateLimit-*`` headers are read.
+    ``credentials`` is called before every request; ``refresh(stale)`` returns fresh
+    credentials (the caller plugs the store's single-flight refresh in here).
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        tenant_id: str,
+        install_id: str,
+        account_id: str | None = None,
+        redis: Any = None,
+        registry: Any = None,
+        credentials: Callable[[], Credentials | None] | None = None,
+        refresh: Callable[[Credentials | None], Credentials] | None = None,
+        config: dict[str, Any] | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        settings = settings or get_settings()
+        config = config or {}
+        self.provider = provider
+        self.tenant_id = tenant_id
+        self.install_id = install_id
+        self.account = account_id or install_id
+        self._credentials = credentials or (lambda: None)
+        self._refresh = refresh
+        self._context = {"provider": provider.id, "tenant_id": tenant_id, "install_id": install_id}
+        self._error_context = {"tenant_id": tenant_id, "install_id": install_id}
+        self.timeouts = attrs.evolve(provider.timeouts, **_known(config.get("timeouts"), Timeouts))
+        self.rate_limits = attrs.evolve(
+            provider.rate_limits, **_known(config.get("rate_limits"), RateLimits)
+        )
+        self.max_wait = settings.get_parsed("NEXUS_RATE_LIMIT_MAX_WAIT", _float, 5.0)
+        env = provider.base_url_env
+        #: The simulator/sandbox override; it wins over a Salesforce-style ``instance_url``.
+        env_url = (env and (settings.get(env) or os.environ.get(env))) or ""
+        self._env_base_url = env_url.rstrip("/")
+        self.base_url = self._env_base_url or provider.base_url.rstrip("/")
+        self._base_host = urlsplit(self.base_url).hostname
+        self._api_key_header = str(config.get("api_key_header") or "Authorization")
+        self._expired_hook = _hook(registry, "is_token_expired", provider.id)
+        self._parse_hook = _hook(registry, "parse_rate_limit", provider.id)
+        self._last_status: dict[str, Any] | None = None
+        self._status_shared_at = 0.0
+        self._fresh: tuple[Credentials | None, Credentials] | None = None
+
+        self.limiter: RateLimiter | None = None
+        self.breaker: CircuitBreaker | None = None
+        if redis is None:
+            logger.bind(**self._context).info(
+                "{}: no Redis given — shared rate limiter and circuit breaker DISABLED for "
+                "installation {}", provider.id, install_id,
+            )
+        else:
+            self.limiter = RateLimiter(
+                redis,
+                provider_id=provider.id,
+                account=self.account,
+                requests_per_second=self.rate_limits.requests_per_second,
+                burst_size=self.rate_limits.burst_size,
+                max_wait=self.max_wait,
+                headroom=settings.get_parsed("NEXUS_RATE_LIMIT_HEADROOM", _int, 1),
+                error_context=self._error_context,
+            )
+            self.breaker = CircuitBreaker(
+                redis,
+                provider_id=provider.id,
+                tenant_id=tenant_id,
+                install_id=install_id,
+                policy=BreakerPolicy(
+                    failure_threshold=max(
+                        1, settings.get_parsed("NEXUS_BREAKER_FAILURE_THRESHOLD", _int, 5)),
+                    cooldown=settings.get_parsed("NEXUS_BREAKER_COOLDOWN", _float, 30.0),
+                ),
+                # The probe is one attempt: it may wait for a slot, then connect and read.
+                probe_ttl=self.max_wait + self.timeouts.connect + self.timeouts.read + 1,
+            )
+
+        backoff = settings.get_parsed("NEXUS_HTTP_BACKOFF_BASE", _float, 0.5)
+        retry = _Retry(
+            total=provider.retry.max_retries,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=IDEMPOTENT_METHODS,
+            backoff_factor=backoff,
+            backoff_jitter=backoff,
+            backoff_max=provider.retry.max_backoff,
+            retry_after_max=max(1, int(provider.retry.max_backoff)),
+            raise_on_status=False,
+            multiplier=provider.retry.backoff_multiplier,
+            before_retry=self._before_retry,
+        )
+        self.session = requests.Session()
+        # requests re-reads proxy and CA-bundle variables by scanning os.environ on every request
+        # (three scans: 10-25% of a request's client time against a fast local server). A
+        # worker's environment does not change during a job: read it once per host.
+        self.session.trust_env = False
+        self._env_cache: dict[str, dict[str, Any]] = {}
+        adapter = HTTPAdapter(max_retries=retry)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.session.headers["User-Agent"] = f"nexus-core/{__version__} ({provider.id})"
+        self._requests_total: dict[tuple[str, str], Any] = {}
+        self._duration: dict[str, Any] = {}
+
+    # -- public API --------------------------------------------------------------------------
+
+    def request(
+        self, method: str, url: str, *, idempotency_key: str | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """Send one request with everything applied; returns the provider's answer.
+
+        Raises :class:`RateLimited`, :class:`ProviderUnavailable` (breaker open),
+        :class:`ProviderError` (unreachable, or 5xx after the retries) and :class:`AuthError`
+        (refresh failed, or still expired after it). Other 4xx answers are returned.
+        """
+        method = method.upper()
+        kwargs["timeout"] = kwargs.get("timeout") or (self.timeouts.connect, self.timeouts.read)
+        headers = dict(kwargs.pop("headers", None) or {})
+        if idempotency_key is not None:
+            headers.setdefault("Idempotency-Key", idempotency_key)
+        path = redact(urlsplit(url).path or "/")
+        call = _Call(method=method, path=path, any_method=idempotency_key is not None)
+        start = time.perf_counter()
+        status = "error"
+        with logger.contextualize(**self._context):
+            token = _call.set(call)
+            try:
+                resp = self._send(method, url, headers, kwargs, call)
+                status = str(resp.status_code)
+                return resp
+            except ProviderUnavailable:
+                status = "breaker_open"  # never sent
+                raise
+            except Exception as exc:
+                status = str(call.status or ("rate_limited" if isinstance(exc, RateLimited)
+                                             else "error"))
+                raise
+            finally:
+                _call.reset(token)
+                elapsed = time.perf_counter() - start
+                self._observe(method, status, elapsed)
+                logger.info(
+                    "{} {} -> {} in {:.0f} ms (attempt {})",
+                    method, call.path, status, elapsed * 1000, call.retries + 1,
+                )
+
+    def get(self, url: str, **kw: Any) -> requests.Response:
+        return self.request("GET", url, **kw)
+
+    def head(self, url: str, **kw: Any) -> requests.Response:
+        return self.request("HEAD", url, **kw)
+
+    def options(self, url: str, **kw: Any) -> requests.Response:
+        return self.request("OPTIONS", url, **kw)
+
+    def post(self, url: str, **kw: Any) -> requests.Response:
+        return self.request("POST", url, **kw)
+
+    def put(self, url: str, **kw: Any) -> requests.Response:
+        return self.request("PUT", url, **kw)
+
+    def patch(self, url: str, **kw: Any) -> requests.Response:
+        return self.request("PATCH", url, **kw)
+
+    def delete(self, url: str, **kw: Any) -> requests.Response:
+        return self.request("DELETE", url, **kw)
+
+    def rate_limit_status(self) -> dict[str, Any] | None:
+        """The provider's last rate-limit headers for this account, parsed (this process's
+        last answer, else the last one any process shared through Redis)."""
+        if self._last_status is not None:
+            return dict(self._last_status)
+        return self.limiter.read_status() if self.limiter is not None else None
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> ProviderSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one logical request -----------------------------------------------------------------
+
+    def _send(
+        self, method: str, url: str, headers: dict[str, str], kwargs: dict[str, Any], call: _Call
+    ) -> requests.Response:
+        admission = self._admit(first=True)
+        call.single_attempt = admission.probe
+        refreshed = False
+        rate_limited = 0
+        while True:
+            creds = self._current_credentials()
+            full_url = self._resolve(url, creds)
+            parts = urlsplit(full_url)
+            host = parts.hostname or ""
+            try:
+                resp = self.session.request(
+                    method, full_url, headers=headers or None,
+                    **{"auth": self._auth(creds, host),
+                       **self._environment(parts.scheme, parts.netloc, full_url), **kwargs},
+                )
+            except (requests.ConnectionError, requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError) as exc:
+                reason, before_sending = _describe(exc, self.timeouts)
+                self._record(admission, ok=False)
+                raise ProviderError(
+                    f"{self.provider.name} could not be reached: {reason} for {method} "
+                    f"{host}{call.path} after {call.retries + 1} attempt(s)",
+                    retryable=before_sending or method in IDEMPOTENT_METHODS or call.any_method,
+                    provider=self.provider.id,
+                    hint=f"check that {host} is the right host and reachable from this worker",
+                    **self._error_context,
+                ) from None
+            call.status = resp.status_code
+            self._note_rate_limit(resp)
+
+            if resp.status_code == 429:
+                self._record(admission, ok=True)  # the provider is up, just busy
+                admission = attrs.evolve(admission, probe=False, failures=0)
+                wait = self._on_429(resp)
+                resp.close()
+                if rate_limited < self.provider.retry.max_retries and wait <= self.max_wait:
+                    rate_limited += 1
+                    self._count_retry(call, "rate_limited", f"429, cool-down {wait:.1f} s")
+                    if self.limiter is None:
+                        time.sleep(wait)
+                    self._admit(first=False)
+                    continue
+                raise RateLimited(
+                    f"{self.provider.name} answered 429 Too Many Requests for {method} "
+                    f"{host}{call.path}; shared cool-down of {wait:.1f} s for this account",
+                    retry_after=wait,
+                    provider=self.provider.id,
+                    status=429,
+                    **self._error_context,
+                )
+
+            if self._is_expired(resp, kwargs.get("stream", False)):
+                if refreshed or self._refresh is None:
+                    outcome = "still_expired" if refreshed else "no_refresh"
+                    metrics.TOKEN_REFRESHES.labels(self.provider.id, outcome).inc()
+                    self._record(admission, ok=True)
+                    resp.close()
+                    raise AuthError(
+                        f"{self.provider.name} rejected the access token for {method} "
+                        f"{host}{call.path}"
+                        + (" even after a refresh" if refreshed else " and no refresh is set up"),
+                        needs_reauth=True,
+                        provider=self.provider.id,
+                        hint="the tenant must reconnect the installation",
+                        **self._error_context,
+                    )
+                resp.close()
+                self._refresh_credentials(creds)
+                refreshed = True
+                self._count_retry(call, "token_expired", "access token expired, refreshed")
+                self._admit(first=False)
+                continue
+
+            ok = resp.status_code not in RETRY_STATUSES
+            self._record(admission, ok=ok)
+            if not ok:
+                resp.close()
+                error = ProviderError(
+                    f"{self.provider.name} answered {resp.status_code} for {method} "
+                    f"{host}{call.path} after {call.retries + 1} attempt(s)",
+                    retryable=True,
+                    status=resp.status_code,
+                    provider=self.provider.id,
+                    **self._error_context,
+                )
+                error.response = resp  # type: ignore[attr-defined]
+                raise error
+            return resp
+
+    def _admit(self, *, first: bool) -> Admission:
+        if self.limiter is None:
+            return Admission()
+        return self.limiter.acquire(self.breaker if first else None, lease=first)
+
+    def _record(self, admission: Admission, *, ok: bool) -> None:
+        if self.breaker is not None:
+            if not ok:
+                self.limiter.drop_lease()  # type: ignore[union-attr]
+            self.breaker.record(admission, ok)
+
+    def _before_retry(self, last: Any) -> None:
+        """Called by urllib3 between attempts of one request (see :class:`_Retry`)."""
+        call = _call.get() or _Call()
+        if last is not None and last.status:
+            reason, detail = str(last.status), f"answered {last.status}"
+        elif last is not None and last.error is not None:
+            detail, _ = _describe(last.error, self.timeouts)
+            reason = detail.split(" (")[0].replace(" ", "_")
+        else:
+            reason = detail = "error"
+        self._count_retry(call, reason, detail)
+        if self.limiter is not None:
+            # A retry is a request: it takes a slot of the shared limit.
+            self.limiter.acquire(lease=False)
+
+    def _count_retry(self, call: _Call, reason: str, detail: str) -> None:
+        call.retries += 1
+        metrics.HTTP_RETRIES.labels(self.provider.id, reason).inc()
+        logger.warning("{} {} {}: retrying (attempt {})", call.method, call.path, detail,
+                       call.retries + 1)
+
+    # -- auth --------------------------------------------------------------------------------
+
+    def _current_credentials(self) -> Credentials | None:
+        creds = self._credentials()
+        if self._fresh is not None and creds == self._fresh[0]:
+            return self._fresh[1]  # the caller still hands out the stale ones
+        return creds
+
+    def _refresh_credentials(self, stale: Credentials | None) -> None:
+        assert self._refresh is not None
+        try:
+            fresh = self._refresh(stale)
+        except AuthError:
+            metrics.TOKEN_REFRESHES.labels(self.provider.id, "failed").inc()
+            raise
+        except Exception as exc:
+            metrics.TOKEN_REFRESHES.labels(self.provider.id, "failed").inc()
+            raise AuthError(
+                f"refreshing the {self.provider.name} access token failed: "
+                f"{type(exc).__name__}: {redact(str(exc))}",
+                provider=self.provider.id,
+                **self._error_context,
+            ) from None
+        metrics.TOKEN_REFRESHES.labels(self.provider.id, "ok").inc()
+        self._fresh = (self._credentials(), fresh)
+
+    def _auth(self, creds: Credentials | None, host: str) -> _HeaderAuth | None:
+        # Credentials go only to the provider's own hosts, never to a URL found in a payload.
+        if creds is None or not host:
+            return None
+        if host != self._base_host:
+            instance = creds.extra.get("instance_url") if creds.extra else None
+            if not instance or urlsplit(instance).hostname != host:
+                return None
+        kind = self.provider.auth_type
+        if kind == "basic" and creds.username is not None:
+            raw = f"{creds.username}:{creds.password or ''}".encode()
+            return _HeaderAuth("Authorization", "Basic " + base64.b64encode(raw).decode("ascii"))
+        if kind == "api_key" and creds.api_key:
+            if self._api_key_header.lower() == "authorization":
+                return _HeaderAuth("Authorization", f"Bearer {creds.api_key}")
+            return _HeaderAuth(self._api_key_header, creds.api_key)
+        if creds.access_token:
+            kind = "Bearer" if creds.token_type.lower() == "bearer" else creds.token_type
+            return _HeaderAuth("Authorization", f"{kind} {creds.access_token}")
+        return None
+
+    def _is_expired(self, resp: requests.Response, stream: bool) -> bool:
+        status = resp.status_code
+        if self._expired_hook is None:
+            return status == 401
+        if status < 400 and (stream or not _OK_FALSE.match(resp.content[:64])):
+            return False
+        body = b"" if stream else resp.content
+        return bool(self._expired_hook(
+            provider=self.provider, status=status, headers=resp.headers, body=body
+        ))
+
+    # -- rate-limit answers ------------------------------------------------------------------
+
+    def _on_429(self, resp: requests.Response) -> float:
+        wait = retry_after_seconds(resp.headers.get("Retry-After"))
+        if wait is None:
+            interval = (self._last_status or {}).get("interval_seconds")
+            wait = float(interval) if isinstance(interval, int | float) else (
+                self.rate_limits.burst_size / self.rate_limits.requests_per_second
+            )
+        if self.limiter is not None:
+            self.limiter.cooldown(wait)
+        return wait
+
+    def _note_rate_limit(self, resp: requests.Response) -> None:
+        if self._parse_hook is not None:
+            status = self._parse_hook(provider=self.provider, headers=resp.headers)
+        else:
+            status = parse_rate_limit_headers(resp.headers)
+        if not status:
+            return
+        self._last_status = status
+        now = time.monotonic()
+        if self.limiter is not None and now - self._status_shared_at >= 1.0:
+            self._status_shared_at = now
+            self.limiter.store_status(status)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _environment(self, scheme: str, netloc: str, url: str) -> dict[str, Any]:
+        """What ``requests`` with ``trust_env`` would take from the environment for ``url``:
+        proxies (``HTTPS_PROXY``, ``NO_PROXY``, ...) and ``REQUESTS_CA_BUNDLE``/
+        ``CURL_CA_BUNDLE``. netrc is not read: the session injects credentials itself."""
+        key = f"{scheme}://{netloc}"
+        env = self._env_cache.get(key)
+        if env is None:
+            env = {}
+            proxies = requests.utils.get_environ_proxies(url)
+            if proxies:
+                env["proxies"] = proxies
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if bundle:
+                env["verify"] = bundle
+            self._env_cache[key] = env
+        return env
+
+    def _resolve(self, url: str, creds: Credentials | None) -> str:
+        if urlsplit(url).scheme:
+            return url
+        instance = creds.extra.get("instance_url") if creds is not None else None
+        base = (self._env_base_url or instance or self.base_url).rstrip("/")
+        if not base:
+            raise ConfigError(
+                f"{self.provider.id} has no base URL to resolve {url!r} against",
+                provider=self.provider.id,
+                hint=f"set {self.provider.base_url_env or 'Provider.base_url'} or pass a full URL",
+            )
+        return f"{base}/{url.lstrip('/')}"
+
+    def _observe(self, method: str, status: str, elapsed: float) -> None:
+        counter = self._requests_total.get((method, status))
+        if counter is None:
+            counter = metrics.HTTP_REQUESTS.labels(self.provider.id, method, status)
+            self._requests_total[(method, status)] = counter
+        counter.inc()
+        hist = self._duration.get(method)
+        if hist is None:
+            hist = self._duration[method] = metrics.HTTP_DURATION.labels(self.provider.id, method)
+        hist.observe(elapsed)
+
+
+class _HeaderAuth(requests.auth.AuthBase):
+    """Sets the credential header on the prepared request (a ``requests`` auth hook: cheaper
+    than merging a headers dict per call, and it keeps netrc out)."""
+
+    def __init__(self, name: str, value: str) -> None:
+        self.name, self.value = name, value
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers[self.name] = self.value
+        return r
+
+
+def _known(overrides: Any, cls: type) -> dict[str, Any]:
+    """The installation config's overrides for an attrs class (unknown keys ignored)."""
+    if not isinstance(overrides, dict):
+        return {}
+    names = {f.name for f in attrs.fields(cls)}
+    return {k: v for k, v in overrides.items() if k in names and v is not None}
+
+
+def _hook(registry: Any, name: str, provider_id: str) -> Callable[..., Any] | None:
+    if registry is None or not registry.implements(name, provider_id):
+        return None
+    return registry.hook(name, provider_id)
+
+
+__all__ = ["IDEMPOTENT_METHODS", "RETRY_STATUSES", "ProviderSession", "parse_rate_limit_headers"]

@@ -1,0 +1,225 @@
+"""Run-time wiring shared by jobs and the service: the per-process store, Redis and plugins, and
+the :class:`~nexus_core.models.ConnectorContext` a hook gets for one installation.
+
+A forked RQ work-horse inherits the worker's objects; a SQLAlchemy pool must never be shared
+across ``fork``, so :func:`get_store` hands each process its own connections (``dispose(close=
+False)`` in the child, as SQLAlchemy documents) while keeping the engine and key ring.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from nexus_core.errors import AuthError, NexusError, PluginError
+
+if TYPE_CHECKING:
+    from nexus_core.config import Settings
+    from nexus_core.models import ConnectorContext, Credentials, Installation
+    from nexus_core.plugins import PluginRegistry
+    from nexus_core.store import Store
+
+_lock = threading.Lock()
+_store: tuple[int, str, Any] | None = None  # (pid, url, Store)
+_redis: tuple[int, str, Any] | None = None
+
+
+def get_settings() -> Settings:
+    from nexus_core.config import get_settings as _get
+
+    return _get()
+
+
+def get_store(settings: Settings | None = None) -> Store:
+    """The process's store for NEXUS_DATABASE_URL (created once, re-pooled after ``fork``)."""
+    global _store
+    settings = settings or get_settings()
+    pid = os.getpid()
+    with _lock:
+        if _store is not None and _store[1] == settings.database_url:
+            if _store[0] != pid:
+                _store[2].engine.dispose(close=False)  # the parent's connections stay the parent's
+                _store = (pid, _store[1], _store[2])
+            return _store[2]
+        from nexus_core.store import Store
+
+        store = Store.from_settings(settings)
+        _store = (pid, settings.database_url, store)
+        return store
+
+
+def get_redis(settings: Settings | None = None) -> Any:
+    """The process's Redis client for REDIS_URL (a new pool after ``fork``)."""
+    global _redis
+    settings = settings or get_settings()
+    pid = os.getpid()
+    with _lock:
+        if _redis is not None and _redis[0] == pid and _redis[1] == settings.redis_url:
+            return _redis[2]
+        from nexus_core.queues import redis_connection
+
+        client = redis_connection(settings)
+        _redis = (pid, settings.redis_url, client)
+        return client
+
+
+def reset() -> None:
+    """Forget the cached store and Redis client (tests switch databases between cases)."""
+    global _store, _redis
+    with _lock:
+        if _store is not None and _store[0] == os.getpid():
+            _store[2].close()
+        _store = _redis = None
+
+
+def _oauth() -> Any:
+    try:
+        from nexus_core import oauth
+    except ImportError:  # [store]/[oauth] not installed in this tree
+        return None
+    return oauth
+
+
+def _session_class() -> Any:
+    try:
+        from nexus_core.http import ProviderSession
+    except ImportError:  # [http] not landed: a plain session with timeouts (see BasicSession)
+        return None
+    return ProviderSession
+
+
+class BasicSession:
+    """Stand-in for ``nexus_core.http.ProviderSession`` while that module is absent: a
+    ``requests.Session`` with the provider's timeouts and the installation's bearer token or API
+    key. No shared rate limit, breaker or refresh-on-401."""
+
+    def __init__(self, provider: Any, *, credentials: Callable[[], Credentials | None],
+                 config: dict[str, Any] | None = None, **_: Any) -> None:
+        import requests
+
+        self.provider = provider
+        self._credentials = credentials
+        self._session = requests.Session()
+        self.timeout = (provider.timeouts.connect, provider.timeouts.read)
+
+    def request(self, method: str, url: str, **kw: Any) -> Any:
+        creds = self._credentials()
+        headers = dict(kw.pop("headers", None) or {})
+        if creds is not None and creds.access_token:
+            headers.setdefault("Authorization", f"{creds.token_type} {creds.access_token}")
+        elif creds is not None and creds.api_key:
+            headers.setdefault("Authorization", f"Bearer {creds.api_key}")
+        if not url.startswith(("http://", "https://")):
+            url = self.base_url().rstrip("/") + "/" + url.lstrip("/")
+        kw.setdefault("timeout", self.timeout)
+        resp = self._session.request(method, url, headers=headers, **kw)
+        if resp.status_code >= 400:
+            from nexus_core.errors import ProviderError, RateLimited
+
+            if resp.status_code == 429:
+                raise RateLimited(f"{self.provider.id} answered 429",
+                                  retry_after=float(resp.headers.get("Retry-After") or 1))
+            raise ProviderError(f"{self.provider.id} answered {resp.status_code}",
+                                retryable=resp.status_code >= 500, status=resp.status_code)
+        return resp
+
+    def base_url(self) -> str:
+        env = self.provider.base_url_env
+        return (os.environ.get(env) if env else None) or self.provider.base_url
+
+    def get(self, url: str, **kw: Any) -> Any:
+        return self.request("GET", url, **kw)
+
+    def post(self, url: str, **kw: Any) -> Any:
+        return self.request("POST", url, **kw)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def load_installation(
+    store: Store, tenant_id: str, install_id: str, provider: str | None
+) -> Installation:
+    inst = store.get_installation(tenant_id, install_id)
+    where = {"provider": inst.provider, "tenant_id": tenant_id, "install_id": install_id}
+    if provider is not None and inst.provider != provider:
+        raise PluginError(
+            f"installation belongs to provider {inst.provider!r}, not {provider!r}", **where
+        )
+    if inst.status == "needs_reauth":
+        raise AuthError("installation needs re-authorization; not syncing", needs_reauth=True,
+                        hint="the tenant must reconnect it", **where)
+    if inst.status == "disabled":
+        raise NexusError("installation is disabled; not syncing", **where)
+    return inst
+
+
+def build_context(
+    store: Store,
+    registry: PluginRegistry,
+    tenant_id: str,
+    install_id: str,
+    *,
+    provider: str | None = None,
+    redis: Any = None,
+    settings: Settings | None = None,
+    metadata: dict[str, Any] | None = None,
+    refresh: bool = True,
+) -> ConnectorContext:
+    """The context for one installation: stored config and credentials (refreshed ahead of
+    expiry when ``refresh``), ``ctx.http`` = the installation's resilient session and
+    ``ctx.log`` = a logger bound to provider/tenant/installation. Close ``ctx.http`` when done."""
+    from nexus_core.models import ConnectorContext
+
+    settings = settings or get_settings()
+    inst = load_installation(store, tenant_id, install_id, provider)
+    prov = registry.provider(inst.provider)
+    oauth = _oauth()
+    creds: Credentials | None
+    if prov.auth_type == "none":
+        creds = None
+    elif refresh and oauth is not None and redis is not None and prov.auth_type == "oauth2":
+        creds = oauth.ensure_fresh(store, redis, registry, tenant_id, install_id, settings=settings)
+    else:
+        creds = store.get_credentials(tenant_id, install_id)
+    current = {"creds": creds}
+
+    def credentials() -> Credentials | None:
+        return current["creds"]
+
+    refresher = None
+    if oauth is not None and redis is not None and prov.auth_type == "oauth2":
+        def refresher(stale: Credentials | None = None) -> Credentials:
+            current["creds"] = oauth.refresh_credentials(
+                store, redis, registry, tenant_id, install_id, stale=stale, settings=settings
+            )
+            return current["creds"]
+
+    session_cls = _session_class()
+    if session_cls is not None:
+        http = session_cls(
+            prov, tenant_id=tenant_id, install_id=install_id, account_id=inst.account_id,
+            redis=redis, registry=registry, credentials=credentials, refresh=refresher,
+            config=inst.config, settings=settings,
+        )
+    else:
+        http = BasicSession(prov, credentials=credentials, config=inst.config)
+    log = logger.bind(provider=inst.provider, tenant_id=tenant_id, install_id=install_id)
+    return ConnectorContext(
+        tenant_id=tenant_id, install_id=install_id, provider=inst.provider, credentials=creds,
+        config=dict(inst.config), metadata=dict(metadata or {}), account_id=inst.account_id,
+        http=http, log=log,
+    )
+
+
+def close_context(ctx: ConnectorContext) -> None:
+    close = getattr(ctx.http, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception as exc:  # closing must never fail a job that did its work
+            logger.debug("closing the HTTP session failed: {}", exc)

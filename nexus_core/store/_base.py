@@ -1,0 +1,424 @@
+"""The store's foundation: connection, transactions, schema migration and installations.
+
+Records returned by the store (:class:`Checkpoint`, :class:`SyncRun`, :class:`OAuthState`) and
+the engine set-up for SQLite and PostgreSQL live here too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import sqlalchemy as sa
+
+from nexus_core.converters import from_json, to_json
+from nexus_core.crypto import KeyRing, associated_data, keyring_from_settings
+from nexus_core.errors import NexusError, NotFound, StoreError
+from nexus_core.models import INSTALL_STATUSES, Credentials, Installation, utcnow
+from nexus_core.store import schema as t
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from nexus_core.config import Settings
+
+CHECKPOINT_KINDS = ("backfill", "delta")
+RUN_STATUSES = ("running", "succeeded", "failed", "cancelled")
+_UNSET: Any = object()
+
+
+class Conflict(StoreError):
+    """A write was refused because it contradicts what is stored (the row already exists)."""
+
+
+@attrs.frozen
+class Checkpoint:
+    """Where a stream's backfill or delta resumes. ``seq`` counts committed pages; 0 = never."""
+
+    cursor: str | None
+    seq: int
+    updated_at: datetime | None = None
+
+
+@attrs.frozen
+class SyncRun:
+    run_id: str
+    tenant_id: str
+    install_id: str
+    kind: str
+    stream: str | None
+    status: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    records: int = 0
+    pages: int = 0
+    error: str | None = None
+    job_id: str | None = None
+
+
+@attrs.frozen
+class OAuthState:
+    """A consumed OAuth ``state``: what the callback needs to finish the flow."""
+
+    tenant_id: str
+    install_id: str
+    provider: str
+    redirect_uri: str
+    code_verifier: str | None
+    expires_at: datetime
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def state_hash(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+class StoreBase:
+    """Connection, transactions, schema and installations; see :class:`nexus_core.store.Store`."""
+
+    def __init__(self, engine: sa.Engine, keyring: KeyRing) -> None:
+        self.engine = engine
+        self.keyring = keyring
+        self.url = engine.url.render_as_string(hide_password=True)
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        keyring: KeyRing | None = None,
+        *,
+        settings: Settings | None = None,
+        migrate: bool = True,
+    ) -> Self:
+        """Connect to ``url`` and (by default) bring the schema up to date.
+
+        ``keyring`` None reads NEXUS_ENCRYPTION_KEYS (or the development key file) from
+        ``settings`` / the process settings.
+        """
+        if keyring is None:
+            keyring = keyring_from_settings(settings)
+        store = cls(make_engine(url), keyring)
+        if migrate:
+            try:
+                store.migrate()
+            except BaseException:
+                store.close()
+                raise
+        return store
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, *, migrate: bool = True) -> Self:
+        """The store at NEXUS_DATABASE_URL with the configured key ring."""
+        if settings is None:
+            from nexus_core.config import get_settings
+
+            settings = get_settings()
+        return cls.from_url(
+            settings.database_url, keyring_from_settings(settings), migrate=migrate
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except NexusError:
+            raise
+        except sa.exc.IntegrityError as exc:
+            raise Conflict(f"the store refused a write: {exc.orig}") from exc
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise StoreError(
+                f"database {self.url} is unreachable or refused the operation: "
+                f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}",
+                hint="check NEXUS_DATABASE_URL and that the database server is running; "
+                "nothing was written",
+            ) from exc
+        except sa.exc.DBAPIError as exc:
+            raise StoreError(
+                f"database {self.url} failed: {type(exc.orig).__name__}: {exc.orig}",
+                hint="nothing was written",
+            ) from exc
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        """The applied schema version (0 for an empty database)."""
+        with self._tx() as conn:
+            if not sa.inspect(conn).has_table(t.schema_version.name):
+                return 0
+            return conn.execute(sa.select(t.schema_version.c.version)).scalar() or 0
+
+    def migrate(self) -> int:
+        """Apply pending migrations in one locked transaction; returns the schema version."""
+        current = self.schema_version()
+        if current == t.LATEST_VERSION:
+            return current
+        with self._tx() as conn:
+            if conn.dialect.name == "postgresql":
+                # Serialize concurrent migrators (several workers starting at once).
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7391022345)"))
+            t.schema_version.create(conn, checkfirst=True)
+            current = conn.execute(sa.select(t.schema_version.c.version)).scalar() or 0
+            if current > t.LATEST_VERSION:
+                raise StoreError(
+                    f"database {self.url} has schema version {current}, newer than this "
+                    f"nexus-core supports ({t.LATEST_VERSION})",
+                    hint="upgrade nexus-core on this machine",
+                )
+            for version, _description, step in t.MIGRATIONS:
+                if version > current:
+                    step(conn)
+            values = {"version": t.LATEST_VERSION, "updated_at": utcnow()}
+            if conn.execute(sa.update(t.schema_version).values(**values)).rowcount == 0:
+                conn.execute(sa.insert(t.schema_version).values(id=1, **values))
+        return t.LATEST_VERSION
+
+    # -- installations ---------------------------------------------------------------------
+
+    @staticmethod
+    def _installation(row: Any) -> Installation:
+        return Installation(
+            tenant_id=row.tenant_id,
+            install_id=row.install_id,
+            provider=row.provider,
+            account_id=row.account_id,
+            status=row.status,
+            config=json.loads(row.config),
+            created_at=_aware(row.created_at),
+            updated_at=_aware(row.updated_at),
+        )
+
+    @staticmethod
+    def _where(table: sa.Table, tenant_id: str, install_id: str) -> Any:
+        return sa.and_(table.c.tenant_id == tenant_id, table.c.install_id == install_id)
+
+    def _not_found(self, conn: sa.Connection, tenant_id: str, install_id: str) -> NotFound:
+        ids = conn.execute(
+            sa.select(t.installations.c.install_id)
+            .where(t.installations.c.tenant_id == tenant_id)
+            .order_by(t.installations.c.install_id)
+        ).scalars().all()
+        existing = (
+            f"this tenant has: {', '.join(ids)}" if ids else "this tenant has no installations"
+        )
+        return NotFound(
+            f"installation {install_id!r} not found for tenant {tenant_id!r}; {existing}",
+            tenant_id=tenant_id,
+            install_id=install_id,
+            hint="`nexus installs list --tenant <tenant>` lists a tenant's installations",
+        )
+
+    def _get(self, conn: sa.Connection, tenant_id: str, install_id: str) -> Installation:
+        row = conn.execute(
+            sa.select(t.installations).where(self._where(t.installations, tenant_id, install_id))
+        ).first()
+        if row is None:
+            raise self._not_found(conn, tenant_id, install_id)
+        return self._installation(row)
+
+    def add_installation(
+        self,
+        tenant_id: str,
+        install_id: str,
+        provider: str,
+        *,
+        account_id: str | None = None,
+        config: dict[str, Any] | None = None,
+        credentials: Credentials | None = None,
+    ) -> Installation:
+        """Create an installation (and its credentials) in one transaction."""
+        for name, value in (("tenant_id", tenant_id), ("install_id", install_id)):
+            if not value or not isinstance(value, str):
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        if credentials is not None and account_id is None:
+            account_id = credentials.extra.get("account_id")
+        now = utcnow()
+        with self._tx() as conn:
+            existing = conn.execute(
+                sa.select(t.installations.c.provider).where(
+                    self._where(t.installations, tenant_id, install_id)
+                )
+            ).first()
+            if existing is not None:
+                raise Conflict(
+                    f"installation {install_id!r} already exists for tenant {tenant_id!r} "
+                    f"(provider {existing.provider})",
+                    tenant_id=tenant_id,
+                    install_id=install_id,
+                    hint="pick another --install id, or remove the existing one first",
+                )
+            conn.execute(
+                sa.insert(t.installations).values(
+                    tenant_id=tenant_id, install_id=install_id, provider=provider,
+                    account_id=account_id, status="active",
+                    config=json.dumps(config or {}, sort_keys=True),
+                    created_at=now, updated_at=now,
+                )
+            )
+            if credentials is not None:
+                self._put_credentials(conn, tenant_id, install_id, credentials)
+            return self._get(conn, tenant_id, install_id)
+
+    def get_installation(self, tenant_id: str, install_id: str) -> Installation:
+        with self._tx() as conn:
+            return self._get(conn, tenant_id, install_id)
+
+    def list_installations(self, tenant_id: str) -> list[Installation]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(t.installations)
+                .where(t.installations.c.tenant_id == tenant_id)
+                .order_by(t.installations.c.install_id)
+            ).all()
+        return [self._installation(r) for r in rows]
+
+    def list_all_installations(
+        self, *, provider: str | None = None, status: str | None = None
+    ) -> list[Installation]:
+        """Every tenant's installations: operator and scheduler scope only."""
+        query = sa.select(t.installations)
+        if provider is not None:
+            query = query.where(t.installations.c.provider == provider)
+        if status is not None:
+            query = query.where(t.installations.c.status == status)
+        with self._tx() as conn:
+            rows = conn.execute(
+                query.order_by(t.installations.c.tenant_id, t.installations.c.install_id)
+            ).all()
+        return [self._installation(r) for r in rows]
+
+    def find_installations_by_account(self, provider: str, account_id: str) -> list[Installation]:
+        """Installations connected to a provider account (webhook routing)."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(t.installations)
+                .where(t.installations.c.provider == provider)
+                .where(t.installations.c.account_id == str(account_id))
+                .order_by(t.installations.c.tenant_id, t.installations.c.install_id)
+            ).all()
+        return [self._installation(r) for r in rows]
+
+    def _update(self, tenant_id: str, install_id: str, **values: Any) -> Installation:
+        values["updated_at"] = utcnow()
+        with self._tx() as conn:
+            done = conn.execute(
+                sa.update(t.installations)
+                .where(self._where(t.installations, tenant_id, install_id))
+                .values(**values)
+            ).rowcount
+            if not done:
+                raise self._not_found(conn, tenant_id, install_id)
+            return self._get(conn, tenant_id, install_id)
+
+    def set_status(self, tenant_id: str, install_id: str, status: str) -> Installation:
+        _check(status, INSTALL_STATUSES, "status")
+        return self._update(tenant_id, install_id, status=status)
+
+    def update_installation(
+        self, tenant_id: str, install_id: str, *, account_id: Any = _UNSET, config: Any = _UNSET
+    ) -> Installation:
+        values: dict[str, Any] = {}
+        if account_id is not _UNSET:
+            values["account_id"] = None if account_id is None else str(account_id)
+        if config is not _UNSET:
+            values["config"] = json.dumps(config or {}, sort_keys=True)
+        return self._update(tenant_id, install_id, **values)
+
+    def remove_installation(self, tenant_id: str, install_id: str) -> None:
+        """Remove an installation with its credentials, checkpoints and pending OAuth states.
+        Sync-run history is kept (it holds no secrets) until pruned."""
+        with self._tx() as conn:
+            for table in (t.credentials, t.checkpoints, t.oauth_states):
+                conn.execute(sa.delete(table).where(self._where(table, tenant_id, install_id)))
+            where = self._where(t.installations, tenant_id, install_id)
+            done = conn.execute(sa.delete(t.installations).where(where)).rowcount
+            if not done:
+                raise self._not_found(conn, tenant_id, install_id)
+
+    # -- sealing credentials (used by every writer of credentials) -------------------------
+
+    def _put_credentials(
+        self, conn: sa.Connection, tenant_id: str, install_id: str, creds: Credentials
+    ) -> None:
+        sealed = self.keyring.encrypt(
+            to_json(creds).encode(), associated_data(tenant_id, install_id)
+        )
+        values = {"key_id": self.keyring.primary_id, "ciphertext": sealed, "updated_at": utcnow()}
+        where = self._where(t.credentials, tenant_id, install_id)
+        done = conn.execute(
+            sa.update(t.credentials).where(where).values(version=t.credentials.c.version + 1,
+                                                         **values)
+        ).rowcount
+        if not done:
+            conn.execute(
+                sa.insert(t.credentials).values(
+                    tenant_id=tenant_id, install_id=install_id, version=1, **values
+                )
+            )
+
+    def _read_credentials(
+        self, conn: sa.Connection, tenant_id: str, install_id: str
+    ) -> Credentials | None:
+        row = conn.execute(
+            sa.select(t.credentials.c.ciphertext).where(
+                self._where(t.credentials, tenant_id, install_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        plain = self.keyring.decrypt(row.ciphertext, associated_data(tenant_id, install_id))
+        return from_json(plain, Credentials)
+
+
+
+def make_engine(url: str) -> sa.Engine:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(parsed, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            # We issue BEGIN ourselves (below); WAL lets readers run beside one writer.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            if parsed.database and parsed.database != ":memory:":
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA secure_delete=ON")  # deleted secrets are zeroed in the file
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            # IMMEDIATE takes the write lock up front: read-then-write transactions from
+            # several processes wait on busy_timeout instead of failing with SQLITE_BUSY.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        args = {"connect_timeout": 5} if parsed.get_driver_name() == "psycopg" else {}
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=args)
+    raise StoreError(
+        f"unsupported database URL {parsed.render_as_string(hide_password=True)}",
+        hint="use sqlite:///path.db or postgresql+psycopg://user@host/db",
+    )
+

@@ -1,0 +1,790 @@
+"""Verified webhook ingress: signature schemes, replay protection, routing and enqueueing.
+
+Two layers live here:
+
+* **Signature schemes** — small pure functions over raw bytes (``sign_*`` computes what a
+  provider sends, ``verify_*`` checks a :class:`~nexus_core.models.WebhookRequest` against one or
+  more secrets). Every comparison is :func:`hmac.compare_digest`. Built to the exact bytes of
+  ``reference/providers.md`` and cross-checked against the providers' official SDKs in the tests.
+* **Ingress** — :class:`WebhookIngress`, shared by the web app's ``/webhooks/...`` routes and
+  ``IntegrationService.process_webhook``. The order of work is fixed and is the security
+  argument: body cap (413) → signature and timestamp (401) → parse → route to installations →
+  dedupe by delivery id in Redis (a duplicate is a 200 with nothing enqueued) → enqueue one job
+  per delivery and installation (one Redis transaction together with the dedupe marks) → 200.
+  Redis unreachable → 503: a delivery is never acknowledged unless its job is in the queue.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import attrs
+from loguru import logger
+from prometheus_client import Counter, Histogram
+
+from nexus_core import queues
+from nexus_core.errors import PluginError, WebhookRejected
+from nexus_core.models import Installation, Provider, WebhookRequest
+
+if TYPE_CHECKING:
+    from nexus_core.config import Settings
+    from nexus_core.plugins import PluginRegistry
+
+#: Seconds a timestamped signature stays valid, in both directions (every scheme here uses 5 min).
+DEFAULT_TOLERANCE = 300
+DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_DEDUPE_TTL = 3 * 24 * 3600
+#: How long a delivery is marked "being enqueued" before a retry may take over (crash safety).
+PENDING_TTL = 60
+
+# -- signature schemes: pure functions ---------------------------------------------------------
+
+#: Percent-escapes HubSpot decodes in the request URI before signing (v3); nothing else.
+_HUBSPOT_DECODE = {
+    "%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$",
+    "%27": "'", "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";",
+}
+
+
+def _b(text: str | bytes) -> bytes:
+    return text if isinstance(text, bytes) else text.encode("utf-8")
+
+
+def hubspot_uri(uri: str) -> str:
+    """The URI as HubSpot signs it (v3): only the listed percent-escapes are decoded."""
+    if "%" not in uri:
+        return uri
+    out, i = [], 0
+    while i < len(uri):
+        chunk = uri[i : i + 3]
+        if uri[i] == "%" and chunk.upper() in _HUBSPOT_DECODE:
+            out.append(_HUBSPOT_DECODE[chunk.upper()])
+            i += 3
+        else:
+            out.append(uri[i])
+            i += 1
+    return "".join(out)
+
+
+def sign_hubspot_v1(secret: str, body: bytes) -> str:
+    """HubSpot v1: hex SHA-256 (not HMAC) of ``{secret}{body}``."""
+    return hashlib.sha256(_b(secret) + body).hexdigest()
+
+
+def sign_hubspot_v2(secret: str, method: str, uri: str, body: bytes) -> str:
+    """HubSpot v2: hex SHA-256 (not HMAC) of ``{secret}{METHOD}{URI}{body}``."""
+    return hashlib.sha256(_b(secret) + _b(method.upper()) + _b(uri) + body).hexdigest()
+
+
+def sign_hubspot_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str | int) -> str:
+    """HubSpot v3: base64 HMAC-SHA256 of ``{METHOD}{URI}{body}{timestamp_ms}``."""
+    message = _b(method.upper()) + _b(uri) + body + _b(str(timestamp))
+    return base64.b64encode(hmac.new(_b(secret), message, hashlib.sha256).digest()).decode()
+
+
+def sign_slack(secret: str, timestamp: str | int, body: bytes) -> str:
+    """Slack v0: ``v0=`` + hex HMAC-SHA256 of ``v0:{ts}:{body}``, key = the secret's UTF-8."""
+    message = b"v0:" + _b(str(timestamp)) + b":" + body
+    return "v0=" + hmac.new(_b(secret), message, hashlib.sha256).hexdigest()
+
+
+def standard_webhooks_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: base64 after ``whsec_`` (padding optional)."""
+    raw = secret.removeprefix("whsec_")
+    try:
+        return base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a Standard Webhooks secret must be whsec_ + base64") from None
+
+
+def sign_standard_webhooks(secret: str, msg_id: str, timestamp: str | int, body: bytes) -> str:
+    """Standard Webhooks: ``v1,`` + base64 HMAC-SHA256 of ``{id}.{ts}.{body}``."""
+    message = _b(msg_id) + b"." + _b(str(timestamp)) + b"." + body
+    digest = hmac.new(standard_webhooks_key(secret), message, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def sign_stripe(secret: str, timestamp: str | int, body: bytes) -> str:
+    """Stripe: hex HMAC-SHA256 of ``{t}.{body}``, key = the whole ``whsec_…`` string as UTF-8."""
+    return hmac.new(_b(secret), _b(str(timestamp)) + b"." + body, hashlib.sha256).hexdigest()
+
+
+def stripe_header(secret: str, timestamp: str | int, body: bytes) -> str:
+    return f"t={timestamp},v1={sign_stripe(secret, timestamp, body)}"
+
+
+# -- signature schemes: verification -----------------------------------------------------------
+
+
+@attrs.frozen
+class Check:
+    """What a verifier needs besides the request and the secrets."""
+
+    #: The full public URI the provider called (HubSpot v2/v3 sign it).
+    url: str
+    now: float = attrs.field(factory=time.time)
+    tolerance: float = DEFAULT_TOLERANCE
+
+
+def _reject(reason: str) -> WebhookRejected:
+    return WebhookRejected(reason, status=401)
+
+
+def _any_match(candidates: Iterable[str], expected: Iterable[str]) -> bool:
+    """Constant-time per comparison; every candidate is compared with every expected value."""
+    found = False
+    expected = list(expected)
+    for given in candidates:
+        for want in expected:
+            found |= hmac.compare_digest(_b(given), _b(want))
+    return found
+
+
+def _require(request: WebhookRequest, name: str) -> str:
+    value = request.header(name)
+    if value is None or not value.strip():
+        raise _reject(f"missing {name} header")
+    return value.strip()
+
+
+def _timestamp(raw: str, name: str, check: Check, *, unit: float = 1.0) -> None:
+    try:
+        seconds = int(raw) / unit
+    except ValueError:
+        raise _reject(f"malformed {name} header") from None
+    if abs(check.now - seconds) > check.tolerance:
+        raise _reject(f"timestamp outside the {int(check.tolerance)} s window")
+
+
+def verify_hubspot_v1(request: WebhookRequest, secrets: Sequence[str], check: Check) -> None:
+    _hubspot_version(request, "v1")
+    given = _require(request, "X-HubSpot-Signature").lower()
+    if not _any_match([given], (sign_hubspot_v1(s, request.body) for s in secrets)):
+        raise _reject("signature mismatch")
+
+
+def verify_hubspot_v2(request: WebhookRequest, secrets: Sequence[str], check: Check) -> None:
+    _hubspot_version(request, "v2")
+    given = _require(request, "X-HubSpot-Signature").lower()
+    expected = (sign_hubspot_v2(s, request.method, check.url, request.body) for s in secrets)
+    if not _any_match([given], expected):
+        raise _reject("signature mismatch")
+
+
+def _hubspot_version(request: WebhookRequest, version: str) -> None:
+    declared = request.header("X-HubSpot-Signature-Version")
+    if declared is not None and declared.strip().lower() != version:
+        raise _reject(f"expected a HubSpot {version} signature, got {declared.strip()[:8]!r}")
+
+
+def verify_hubspot_v3(request: WebhookRequest, secrets: Sequence[str], check: Check) -> None:
+    given = _require(request, "X-HubSpot-Signature-v3")
+    ts = _require(request, "X-HubSpot-Request-Timestamp")
+    _timestamp(ts, "X-HubSpot-Request-Timestamp", check, unit=1000.0)
+    uri = hubspot_uri(check.url)
+    expected = (sign_hubspot_v3(s, request.method, uri, request.body, ts) for s in secrets)
+    if not _any_match([given], expected):
+        raise _reject("signature mismatch")
+
+
+def verify_slack(request: WebhookRequest, secrets: Sequence[str], check: Check) -> None:
+    given = _require(request, "X-Slack-Signature")
+    ts = _require(request, "X-Slack-Request-Timestamp")
+    _timestamp(ts, "X-Slack-Request-Timestamp", check)
+    if not given.startswith("v0="):
+        raise _reject("malformed X-Slack-Signature header")
+    if not _any_match([given], (sign_slack(s, ts, request.body) for s in secrets)):
+        raise _reject("signature mismatch")
+
+
+def verify_standard_webhooks(
+    request: WebhookRequest, secrets: Sequence[str], check: Check
+) -> None:
+    msg_id = _require(request, "webhook-id")
+    ts = _require(request, "webhook-timestamp")
+    header = _require(request, "webhook-signature")
+    _timestamp(ts, "webhook-timestamp", check)
+    given = [p for p in header.split(" ") if p.startswith("v1,")]
+    if not given:
+        raise _reject("malformed webhook-signature header (no v1 signature)")
+    expected = []
+    for secret in secrets:
+        try:
+            expected.append(sign_standard_webhooks(secret, msg_id, ts, request.body))
+        except ValueError:
+            logger.error("a configured Standard Webhooks secret is not whsec_ + base64; skipped")
+    if not _any_match(given, expected):
+        raise _reject("signature mismatch")
+
+
+def parse_stripe_header(header: str) -> tuple[str, list[str]]:
+    """``t=…,v1=…[,v1=…][,v0=…]`` → (the first t, every v1). v0 and unknown keys are ignored."""
+    timestamp: str | None = None
+    v1: list[str] = []
+    for item in header.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep:
+            continue
+        if key == "t" and timestamp is None:
+            timestamp = value
+        elif key == "v1":
+            v1.append(value)
+    if timestamp is None or not v1:
+        raise _reject("malformed Stripe-Signature header")
+    return timestamp, v1
+
+
+def verify_stripe(request: WebhookRequest, secrets: Sequence[str], check: Check) -> None:
+    ts, given = parse_stripe_header(_require(request, "Stripe-Signature"))
+    _timestamp(ts, "Stripe-Signature t", check)
+    if not _any_match(given, (sign_stripe(s, ts, request.body) for s in secrets)):
+        raise _reject("signature mismatch")
+
+
+Verifier = Callable[[WebhookRequest, Sequence[str], Check], None]
+
+#: scheme name (``WebhookConfig.scheme``) -> verifier; ``custom`` goes to the verify_webhook hook.
+SCHEMES: dict[str, Verifier] = {
+    "hubspot-v1": verify_hubspot_v1,
+    "hubspot-v2": verify_hubspot_v2,
+    "hubspot-v3": verify_hubspot_v3,
+    "slack-v0": verify_slack,
+    "standard-webhooks": verify_standard_webhooks,
+    "stripe": verify_stripe,
+}
+
+
+def configured_secrets(provider: Provider, settings: Settings) -> list[str]:
+    """The provider's webhook secrets: the first of ``secret_envs`` that is set, split on commas
+    (several = rotation). HubSpot apps fall back to the OAuth client secret, which is what
+    HubSpot signs with."""
+    envs = list(provider.webhook.secret_envs) if provider.webhook else []
+    hubspot = provider.webhook is not None and provider.webhook.scheme.startswith("hubspot")
+    if hubspot and provider.oauth and provider.oauth.client_secret_env:
+        envs.append(provider.oauth.client_secret_env)
+    for env in envs:
+        value = settings.get(env)
+        if value:
+            return [s.strip() for s in value.split(",") if s.strip()]
+    return []
+
+
+def verify_request(
+    provider: Provider,
+    request: WebhookRequest,
+    secrets: Sequence[str],
+    check: Check,
+    registry: PluginRegistry | None = None,
+) -> None:
+    """Raise :class:`WebhookRejected` (401, short reason) unless the request is genuine."""
+    if provider.webhook is None:
+        raise WebhookRejected(f"provider {provider.id!r} does not accept webhooks", status=404)
+    scheme = provider.webhook.scheme
+    if scheme == "custom":
+        if registry is None or not registry.implements("verify_webhook", provider.id):
+            logger.error("provider {} declares a custom webhook scheme but implements no "
+                         "verify_webhook hook; every delivery is rejected", provider.id)
+            raise _reject("no verifier for this provider")
+        ok = registry.hook("verify_webhook", provider.id)(
+            provider=provider, request=request, secrets=list(secrets)
+        )
+        if ok is not True:
+            raise _reject("signature mismatch")
+        return
+    SCHEMES[scheme](request, secrets, check)
+
+
+# -- ingress -----------------------------------------------------------------------------------
+
+
+def _seconds(name: str, raw: str) -> float:
+    from nexus_core.errors import ConfigError
+
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {raw!r}")
+    return value
+
+
+def _non_negative(name: str, raw: str) -> float:
+    return 0.0 if raw.strip() in ("0", "0.0") else _seconds(name, raw)
+
+
+def _bytes(name: str, raw: str) -> int:
+    from nexus_core.errors import ConfigError
+
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of bytes, got {raw!r}",
+                          hint=f"e.g. {name}=1048576") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be >= 1, got {raw!r}")
+    return value
+
+
+@attrs.frozen
+class IngressOptions:
+    max_body: int = DEFAULT_MAX_BODY
+    dedupe_ttl: float = DEFAULT_DEDUPE_TTL
+    tolerance: float = DEFAULT_TOLERANCE
+    #: NEXUS_PUBLIC_URL: the scheme+host(+prefix) providers call, when behind a proxy.
+    public_url: str | None = None
+    #: Seconds an installation lookup is reused (unknown accounts: at most 5 s); 0 = off.
+    route_cache_ttl: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IngressOptions:
+        public = settings.get("NEXUS_PUBLIC_URL") or None
+        return cls(
+            max_body=settings.get_parsed("NEXUS_WEBHOOK_MAX_BODY", _bytes, DEFAULT_MAX_BODY),
+            dedupe_ttl=settings.get_parsed(
+                "NEXUS_WEBHOOK_DEDUPE_TTL", _seconds, float(DEFAULT_DEDUPE_TTL)
+            ),
+            tolerance=settings.get_parsed(
+                "NEXUS_WEBHOOK_TOLERANCE", _seconds, float(DEFAULT_TOLERANCE)
+            ),
+            public_url=public.rstrip("/") if public else None,
+            route_cache_ttl=settings.get_parsed(
+                "NEXUS_WEBHOOK_ROUTE_CACHE_TTL", _non_negative, 30.0
+            ),
+        )
+
+
+@attrs.frozen
+class Target:
+    """One job to enqueue: a delivery for one installation."""
+
+    tenant_id: str
+    install_id: str
+    delivery_id: str
+
+
+@attrs.frozen
+class IngressResult:
+    """What the ingress did with an accepted delivery (the answer is always 200)."""
+
+    provider: str
+    #: Job ids enqueued now.
+    jobs: tuple[str, ...] = ()
+    #: Job ids of installations this delivery was already enqueued for (replays): not re-enqueued.
+    duplicate_jobs: tuple[str, ...] = ()
+    #: Events dropped because no installation has their account id.
+    unknown_account_events: int = 0
+    #: Slack url_verification: the challenge to answer with.
+    challenge: str | None = None
+
+    @property
+    def outcome(self) -> str:
+        if self.challenge is not None:
+            return "url_verification"
+        if self.jobs:
+            return "enqueued"
+        if self.duplicate_jobs:
+            return "duplicate"
+        return "unrouted"
+
+
+InstallationLookup = Callable[[str, str], "Installation | None"]
+AccountLookup = Callable[[str, str], "list[Installation]"]
+
+
+def _field(obj: Any, path: str) -> Any:
+    if "." not in path:
+        return obj.get(path) if isinstance(obj, dict) else None
+    for part in path.split("."):
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(part)
+    return obj
+
+
+def _digest(parts: Iterable[Any]) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+def delivery_id(provider: Provider, request: WebhookRequest, events: list[Any]) -> str:
+    """The replay-protection key of a delivery for one installation: the header named by
+    ``delivery_id_field``, else that field of the body object, else a digest of the field over
+    this installation's events (HubSpot ``eventId``s: a retry re-sends the same ids with a new
+    ``attemptNumber``), else a digest of the raw body."""
+    name = provider.webhook.delivery_id_field if provider.webhook else None
+    if name:
+        header = request.header(name)
+        if header:
+            return header
+        values = [_field(e, name) for e in events]
+        if values and all(v is not None for v in values):
+            return str(values[0]) if len(values) == 1 else "h-" + _digest(sorted(map(str, values)))
+    return "b-" + hashlib.sha256(request.body).hexdigest()[:32]
+
+
+class WebhookIngress:
+    """Verify, route, dedupe and enqueue webhook deliveries (shared by web app and service).
+
+    ``find_installation(provider, install_id)`` and ``find_by_account(provider, account_id)``
+    resolve installations; they default to the store's methods of the same purpose.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: PluginRegistry,
+        redis: Any,
+        settings: Settings,
+        store: Any = None,
+        store_factory: Callable[[], Any] | None = None,
+        find_installation: InstallationLookup | None = None,
+        find_by_account: AccountLookup | None = None,
+        options: IngressOptions | None = None,
+    ) -> None:
+        self.registry = registry
+        self.redis = redis
+        self.settings = settings
+        self._store_obj = store
+        self._store_factory = store_factory
+        self.options = options or IngressOptions.from_settings(settings)
+        self._find_installation = find_installation
+        self._find_by_account = find_by_account
+        self._queue: Any = None
+        self._routes: dict[tuple[str, ...], tuple[float, Any]] = {}
+
+    # -- lookups (the one place routing touches the store) ----------------------------------
+
+    @property
+    def store(self) -> Any:
+        """The store, opened on the first lookup that needs it (``store_factory``)."""
+        if self._store_obj is None and self._store_factory is not None:
+            self._store_obj = self._store_factory()
+        return self._store_obj
+
+    def _cached(self, key: tuple[str, ...], load: Callable[[], Any]) -> Any:
+        """Installation lookups are reused for ``route_cache_ttl`` seconds (a store query per
+        delivery would dominate the ingress); "no such account" only for up to 5 s, so a new
+        installation starts receiving its webhooks promptly."""
+        ttl = self.options.route_cache_ttl
+        if ttl <= 0:
+            return load()
+        now = time.monotonic()
+        hit = self._routes.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = load()
+        if len(self._routes) >= 10_000:
+            self._routes.clear()
+        self._routes[key] = (now + (ttl if value else min(ttl, 5.0)), value)
+        return value
+
+    def find_installation(self, provider: str, install_id: str) -> Installation | None:
+        return self._cached(("install", provider, install_id),
+                            lambda: self._load_installation(provider, install_id))
+
+    def find_by_account(self, provider: str, account_id: str) -> list[Installation]:
+        return self._cached(("account", provider, account_id),
+                            lambda: self._load_by_account(provider, account_id))
+
+    def _load_installation(self, provider: str, install_id: str) -> Installation | None:
+        if self._find_installation is not None:
+            return self._find_installation(provider, install_id)
+        find = getattr(self.store, "find_installation", None)
+        if find is not None:
+            return find(provider, install_id)
+        # A store without the by-install-id lookup: correct, but a scan of the provider's rows.
+        found = [i for i in self.store.list_all_installations(provider=provider)
+                 if i.install_id == install_id]
+        if len(found) > 1:
+            logger.error("webhook {}: install id {!r} exists for {} tenants; the per-installation "
+                         "URL needs globally unique install ids", provider, install_id, len(found))
+            return None
+        return found[0] if found else None
+
+    def _load_by_account(self, provider: str, account_id: str) -> list[Installation]:
+        if self._find_by_account is not None:
+            return list(self._find_by_account(provider, account_id))
+        return list(self.store.find_installations_by_account(provider, account_id))
+
+    # -- the pipeline --------------------------------------------------------------------------
+
+    def provider(self, provider_id: str) -> Provider:
+        """The provider's metadata, or 404 — cheap, so the web app calls it before the body."""
+        try:
+            provider = self.registry.provider(provider_id)
+        except PluginError:
+            raise WebhookRejected(f"unknown provider {provider_id!r}", status=404) from None
+        if provider.webhook is None:
+            raise WebhookRejected(f"provider {provider_id!r} does not accept webhooks", status=404)
+        return provider
+
+    def check_size(self, length: int | None) -> None:
+        if length is not None and length > self.options.max_body:
+            raise WebhookRejected(
+                f"body larger than {self.options.max_body} bytes", status=413
+            )
+
+    def verify(self, provider: Provider, request: WebhookRequest) -> None:
+        secrets = configured_secrets(provider, self.settings)
+        if not secrets and provider.webhook and provider.webhook.scheme != "custom":
+            envs = ", ".join(provider.webhook.secret_envs) or "(none declared)"
+            logger.error("no webhook secret configured for {} (set one of {}); delivery refused "
+                         "with 503 so the provider retries", provider.id, envs)
+            raise WebhookRejected("webhook secret not configured", status=503)
+        check = Check(url=request.url, now=time.time(), tolerance=self.options.tolerance)
+        verify_request(provider, request, secrets, check, self.registry)
+
+    def ingest(
+        self,
+        provider_id: str,
+        request: WebhookRequest,
+        *,
+        install_id: str | None = None,
+        tenant_id: str | None = None,
+    ) -> IngressResult:
+        """Run one delivery through the whole pipeline; raises :class:`WebhookRejected` with the
+        HTTP status to answer (401, 404, 413, 400, 503) when nothing was enqueued.
+
+        App-level when ``install_id`` is None (routed by the provider's account id);
+        per-installation otherwise. With ``tenant_id`` too (``IntegrationService``), the
+        installation is taken as given and no store lookup happens.
+        """
+        import redis as redis_lib
+
+        provider = self.provider(provider_id)
+        self.check_size(len(request.body))
+        self.verify(provider, request)
+        try:
+            payload = json.loads(request.body)
+        except (UnicodeDecodeError, ValueError):
+            raise WebhookRejected("body is not JSON", status=400) from None
+        if (
+            provider.webhook.scheme == "slack-v0"
+            and isinstance(payload, dict)
+            and payload.get("type") == "url_verification"
+        ):
+            return IngressResult(provider.id, challenge=str(payload.get("challenge", "")))
+        events = payload if isinstance(payload, list) else [payload]
+        try:
+            targets, unknown = self._route(provider, request, events, install_id, tenant_id)
+            jobs, duplicates = self._enqueue(provider, request, targets)
+        except redis_lib.RedisError as exc:
+            logger.warning("webhook {} not enqueued, Redis unavailable: {}", provider.id, exc)
+            raise WebhookRejected("queue unavailable, retry later", status=503) from exc
+        return IngressResult(provider.id, tuple(jobs), tuple(duplicates), unknown)
+
+    def _route(
+        self,
+        provider: Provider,
+        request: WebhookRequest,
+        events: list[Any],
+        install_id: str | None,
+        tenant_id: str | None,
+    ) -> tuple[list[Target], int]:
+        if install_id is not None:
+            if tenant_id is None:
+                install = self._lookup(lambda: self.find_installation(provider.id, install_id))
+                if install is None or install.provider != provider.id:
+                    raise WebhookRejected(f"unknown installation {install_id!r}", status=404)
+                tenant_id = install.tenant_id
+            return [Target(tenant_id, install_id, delivery_id(provider, request, events))], 0
+        field = provider.webhook.account_id_field if provider.webhook else None
+        if not field:
+            raise WebhookRejected(
+                f"{provider.id} webhooks need the per-installation URL "
+                f"/webhooks/{provider.id}/<install_id>", status=404,
+            )
+        by_account: dict[str, list[Any]] = {}
+        for event in events:
+            account = _field(event, field)
+            by_account.setdefault("" if account is None else str(account), []).append(event)
+        targets: list[Target] = []
+        unknown = 0
+        for account, account_events in by_account.items():
+            installs = self._lookup(lambda a=account: self.find_by_account(provider.id, a)) \
+                if account else []
+            if not installs:
+                unknown += len(account_events)
+                UNKNOWN_ACCOUNT_EVENTS.labels(provider.id).inc(len(account_events))
+                logger.info("webhook {}: {} event(s) for unknown account {!r} dropped",
+                            provider.id, len(account_events), account or None)
+                continue
+            delivery = delivery_id(provider, request, account_events)
+            targets += [Target(i.tenant_id, i.install_id, delivery) for i in installs]
+        return targets, unknown
+
+    @staticmethod
+    def _lookup(call: Callable[[], Any]) -> Any:
+        from nexus_core.errors import StoreError
+
+        try:
+            return call()
+        except WebhookRejected:
+            raise
+        except StoreError as exc:
+            raise WebhookRejected("store unavailable, retry later", status=503) from exc
+
+    @classmethod
+    def seen_key(cls, provider: str, target: Target) -> str:
+        """The Redis key remembering that this delivery was enqueued for this installation."""
+        return "nexus:webhook:seen:" + cls.job_id(provider, target)
+
+    def queue(self) -> Any:
+        if self._queue is None:
+            self._queue = queues.queue(queues.WEBHOOK, self.redis)
+        return self._queue
+
+    @staticmethod
+    def job_id(provider: str, target: Target) -> str:
+        return queues.job_id(
+            "webhook", provider, target.tenant_id, target.install_id, target.delivery_id
+        )
+
+    def _enqueue(
+        self, provider: Provider, request: WebhookRequest, targets: list[Target]
+    ) -> tuple[list[str], list[str]]:
+        """Enqueue the targets not seen before; returns (new job ids, job ids of replays)."""
+        if not targets:
+            return [], []
+        from rq import Callback, Queue
+
+        from nexus_core.converters import unstructure
+
+        ttl = int(max(self.options.dedupe_ttl, provider.webhook.dedupe_ttl))
+        keys = [self.seen_key(provider.id, t) for t in targets]
+        # 1. claim each (installation, delivery) with a short "pending" mark
+        with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.set(key, b"pending", nx=True, ex=PENDING_TTL)
+            claimed = pipe.execute()
+        fresh = [(t, k) for t, k, ok in zip(targets, keys, claimed, strict=True) if ok]
+        taken = [(t, k) for t, k, ok in zip(targets, keys, claimed, strict=True) if not ok]
+        if taken:
+            states = self.redis.mget([k for _, k in taken])
+            if any(s != b"done" for s in states):
+                # Another request holds the claim and may still fail: let the provider retry.
+                self._release([k for _, k in fresh])
+                raise WebhookRejected("delivery is being processed, retry later", status=503)
+        duplicates = [self.job_id(provider.id, t) for t, _ in taken]
+        if not fresh:
+            return [], duplicates
+        # 2. enqueue the jobs and turn the claims into "done" marks, in one transaction
+        body = unstructure(request)
+        retry = queues.retry_policy(self.settings.max_retries, self.settings.backoff_delay_ms)
+        datas = [
+            Queue.prepare_data(
+                queues.JOB_WEBHOOK,
+                kwargs={"provider": provider.id, "tenant_id": t.tenant_id,
+                        "install_id": t.install_id, "request": body},
+                job_id=self.job_id(provider.id, t),
+                description=f"webhook {provider.id} {t.tenant_id}/{t.install_id}",
+                retry=retry,
+                on_failure=Callback(queues.ON_FAILURE),
+            )
+            for t, _ in fresh
+        ]
+        try:
+            with self.redis.pipeline() as pipe:
+                jobs = self.queue().enqueue_many(datas, pipeline=pipe)
+                for _, key in fresh:
+                    pipe.set(key, b"done", ex=ttl)
+                pipe.execute()
+        except Exception:
+            self._release([k for _, k in fresh])
+            raise
+        return [j.id for j in jobs], duplicates
+
+    def _release(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        try:
+            self.redis.delete(*keys)
+        except Exception as exc:  # the claims expire after PENDING_TTL anyway
+            logger.warning("could not release webhook claims: {}", exc)
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+DELIVERIES = Counter(
+    "nexus_webhook_deliveries",
+    "Webhook deliveries received, by provider and outcome "
+    "(enqueued, duplicate, unrouted, url_verification, rejected_<status>)",
+    ["provider", "outcome"],
+)
+UNKNOWN_ACCOUNT_EVENTS = Counter(
+    "nexus_webhook_unknown_account_events",
+    "Webhook events dropped because no installation has their account id",
+    ["provider"],
+)
+INGRESS_SECONDS = Histogram(
+    "nexus_webhook_ingress_seconds",
+    "Time from request to answer in the webhook ingress",
+    ["provider"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+
+def record_outcome(provider: str, outcome: str) -> None:
+    DELIVERIES.labels(provider, outcome).inc()
+
+
+def public_request_url(options: IngressOptions, raw_path_and_query: str, seen_url: str) -> str:
+    """The URI the provider called: NEXUS_PUBLIC_URL + path when set (behind a proxy), else
+    the URL this server saw."""
+    if options.public_url:
+        return options.public_url + raw_path_and_query
+    parts = urlsplit(seen_url)
+    return f"{parts.scheme}://{parts.netloc}{raw_path_and_query}"
+
+
+def ingest_webhook(
+    provider: str,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    tenant_id: str | None = None,
+    install_id: str | None = None,
+    method: str = "POST",
+    url: str | None = None,
+    settings: Settings | None = None,
+    registry: PluginRegistry | None = None,
+    redis: Any = None,
+    store: Any = None,
+) -> IngressResult:
+    """Run one delivery through the ingress exactly as ``POST /webhooks/...`` does.
+
+    For ``IntegrationService.process_webhook(provider, tenant_id, install_id, headers, body)``:
+    with ``tenant_id`` and ``install_id`` the delivery goes to that installation without a store
+    lookup. ``url`` is the URI the provider called (HubSpot v2/v3 sign it); by default the
+    per-installation URL under NEXUS_PUBLIC_URL. Raises :class:`WebhookRejected` (with the HTTP
+    status) when nothing was enqueued.
+    """
+    from nexus_core.config import get_settings
+    from nexus_core.plugins import load_plugins
+
+    settings = settings or get_settings()
+    ingress = WebhookIngress(
+        registry=registry or load_plugins(),
+        redis=redis if redis is not None else queues.redis_connection(settings),
+        settings=settings,
+        store=store,
+    )
+    if url is None:
+        path = f"/webhooks/{provider}" + (f"/{install_id}" if install_id else "")
+        url = (ingress.options.public_url or "http://localhost") + path
+    request = WebhookRequest(method=method, url=url, headers=dict(headers), body=body)
+    try:
+        result = ingress.ingest(provider, request, install_id=install_id, tenant_id=tenant_id)
+    except WebhookRejected as exc:
+        record_outcome(provider, f"rejected_{exc.status}")
+        raise
+    record_outcome(provider, result.outcome)
+    return result

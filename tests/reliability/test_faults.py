@@ -1,0 +1,134 @@
+"""Faults with real processes: a worker SIGKILLed mid-backfill, Redis restarted under queued
+jobs, a sink failing on page 7."""
+
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_backfill_resumes_from_last_checkpoint_after_worker_kill(make_cluster, redis_url, wait):
+    c = make_cluster(redis_url, total=5000, page_size=100)
+    for page in range(1, 51):
+        c.sim.slow_page(page, 0.04)
+    c.install()
+    first = c.worker("--queues", "backfill")
+    c.service().start_backfill("sim", "t1", "i1")
+    seqs = []
+
+    def seq():
+        s = c.store.get_checkpoint("t1", "i1", "records", "backfill").seq
+        seqs.append(s)
+        return s
+
+    wait(lambda: seq() >= 20, timeout=60, what="20 committed pages")
+    c.kill(first)  # SIGKILL the worker, its work-horse and its scheduler: no cleanup at all
+    first.wait(10)
+    killed_at = seq()
+    assert killed_at < 50
+    started = time.monotonic()
+    c.worker("--queues", "backfill")
+    wait(lambda: seq() == 50 and c.store.list_runs("t1", "i1")[0].status == "succeeded",
+             timeout=60, what="the backfill to complete on the new worker")
+    recovered_in = time.monotonic() - started
+    delivered = c.delivered(c.tmp / "sink" / "t1" / "records.jsonl")
+    assert len(delivered) == 5000  # every record id reached the sink
+    twice = [i for i, n in delivered.items() if n > 1]
+    assert len(twice) <= 100 and max(delivered.values()) <= 2  # at most one page twice
+    assert seqs == sorted(seqs)  # the cursor never went backwards
+    assert "recovered abandoned job" in c.logs()
+    print(f"\nkilled after page {killed_at}; new worker finished the backfill in "
+          f"{recovered_in:.1f} s; pages delivered twice: {len(twice) // 100}")
+
+
+def test_worker_reconnects_after_redis_restart_and_every_job_completes(make_cluster, wait):
+    from nexus_core.testing import RedisServer
+
+    with RedisServer(appendonly=True) as server:
+        c = make_cluster(server.url, total=1000, page_size=100)
+        for page in range(1, 11):
+            c.sim.slow_page(page, 0.05)
+        ids = [f"i{n}" for n in range(8)]
+        for i in ids:
+            c.install(install=i)
+        service = c.service()
+        for i in ids:
+            service.start_backfill("sim", "t1", i)
+        c.redis.close()
+        c.worker("--queues", "backfill", NEXUS_BACKFILL_TENANT_CONCURRENCY="8")
+        wait(lambda: any(r.status == "succeeded" for r in c.store.list_runs("t1")),
+             timeout=60, what="a first completed backfill")
+        wait(lambda: any(0 < c.store.get_checkpoint("t1", i, "records", "backfill").seq < 8
+                         for i in ids), what="a backfill in the middle of its pages")
+        server.restart()  # mid-job; every queued job survives in the AOF
+        wait(lambda: len(c.store.list_runs("t1")) == 8 and all(
+            r.status == "succeeded" for r in c.store.list_runs("t1")), timeout=90,
+            what="every backfill to complete after the restart")
+        for i in ids:
+            assert c.store.get_checkpoint("t1", i, "records", "backfill").seq == 10
+        delivered = c.delivered(c.tmp / "sink" / "t1" / "records.jsonl")
+        assert len(delivered) == 1000 and sum(delivered.values()) >= 8000
+
+
+def test_sink_failure_on_page_7_is_retried_without_redelivering_earlier_pages(make_cluster,
+                                                                               redis_url):
+    c = make_cluster(redis_url, total=1000, page_size=100, NEXUS_SINK="null")
+    sink_file = c.tmp / "file-sink.jsonl"
+    c.install()
+    c.service().start_backfill("sim", "t1", "i1")
+    proc = c.worker("--queues", "backfill", "--burst", RELIABILITY_SINK_FILE=str(sink_file),
+                    RELIABILITY_FAIL_RECORD="rec-0000600",
+                    RELIABILITY_FAIL_MARKER=str(c.tmp / "failed-once"))
+    assert proc.wait(60) == 0
+    assert (c.tmp / "failed-once").exists()
+    delivered = c.delivered(sink_file)
+    assert len(delivered) == 1000 and set(delivered.values()) == {1}
+    assert c.sim.hits[7] == 2 and all(c.sim.hits[p] == 1 for p in range(1, 7))
+    run = c.store.list_runs("t1", "i1")[0]
+    assert (run.status, run.pages, run.records) == ("succeeded", 10, 1000)
+    assert "sink unavailable" in c.logs()
+
+
+def test_sigterm_finishes_the_page_commits_and_leaves_a_continuation(make_cluster, redis_url,
+                                                                     wait):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from nexus_core import queues
+
+    c = make_cluster(redis_url, total=3000, page_size=100)
+    for page in range(1, 31):
+        c.sim.slow_page(page, 0.05)
+    c.install()
+    proc = c.worker("--queues", "backfill")
+    job_id = c.service().start_backfill("sim", "t1", "i1")
+    wait(lambda: c.store.get_checkpoint("t1", "i1", "records", "backfill").seq >= 5,
+         what="5 committed pages")
+    os.kill(proc.pid, signal.SIGTERM)  # the worker alone, as a supervisor would
+    assert proc.wait(30) == 0
+    stopped_at = c.store.get_checkpoint("t1", "i1", "records", "backfill").seq
+    assert 5 <= stopped_at < 30
+    q = queues.queue(queues.BACKFILL, c.redis)
+    assert q.finished_job_registry.get_job_ids() == [job_id]
+    continuation = q.job_ids
+    assert continuation == [job_id.rsplit("__", 1)[0] + "__1"]
+    delivered = c.delivered(c.tmp / "sink" / "t1" / "records.jsonl")
+    assert len(delivered) == stopped_at * 100 and set(delivered.values()) == {1}
+
+    # `nexus sync backfill --wait` follows the run across the continuation to the end
+    c.worker("--queues", "backfill")
+    out = subprocess.run(
+        [sys.executable, str(c.tmp.parent / "x") if False else
+         str(__import__("pathlib").Path(__file__).with_name("worker_main.py")),
+         "sync", "backfill", "sim", "--tenant", "t1", "--install", "i1", "--wait", "--json"],
+        env={**os.environ, **c.env}, capture_output=True, text=True, timeout=60, cwd=c.tmp)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["status"] == "succeeded" and result["records"] == 3000
+    assert result["pages"] == 30
+    delivered = c.delivered(c.tmp / "sink" / "t1" / "records.jsonl")
+    assert len(delivered) == 3000 and set(delivered.values()) == {1}
