@@ -21,9 +21,10 @@ check-redis:
 	  echo "  or set NEXUS_TEST_REDIS_URL to a Redis the tests may flush."; \
 	  exit 1; }
 
-## make demo: install core + the plugins in this tree and show what they offer
+## make demo: install core + the plugins in this tree and run the whole flow against the
+## synthetic example provider (install, backfill on a worker, a signed webhook, the sink)
 demo: $(STAMP)
-	@$(BIN)/nexus providers list
+	@BIN=$(BIN) scripts/demo.sh
 
 ## make test: the whole suite (core and every plugin) against real Redis / SQLite / PostgreSQL
 test: $(STAMP) check-redis
@@ -31,6 +32,10 @@ test: $(STAMP) check-redis
 
 lint: $(STAMP)
 	$(BIN)/ruff check nexus_core plugins tests benchmarks
+
+bench: $(STAMP)
+	@for b in http_client webhook_ingress job_overhead backfill_throughput; do \
+	  echo "== $$b"; $(BIN)/python benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
 
 docs: $(STAMP)
 	$(BIN)/python scripts/gen_hook_docs.py > docs/hooks.md

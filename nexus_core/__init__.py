@@ -44,6 +44,7 @@ from nexus_core.models import (
 if TYPE_CHECKING:
     from nexus_core.plugins import load_plugins, registered
     from nexus_core.service import IntegrationService
+    from nexus_core.store import Store
 
 __all__ = [
     "CORE_API_VERSION",
@@ -67,6 +68,7 @@ __all__ = [
     "RateLimits",
     "Record",
     "RetryConfig",
+    "Store",
     "StoreError",
     "SyncPage",
     "Timeouts",
@@ -85,6 +87,7 @@ _LAZY = {
     "IntegrationService": "nexus_core.service",
     "load_plugins": "nexus_core.plugins",
     "registered": "nexus_core.plugins",
+    "Store": "nexus_core.store",
 }
 
 

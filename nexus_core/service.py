@@ -1,8 +1,6 @@
 """``IntegrationService``: the seed's public API in snake_case.
 
-Product code talks to this class; the CLI and the web app are thin layers over it. Methods whose
-machinery has not landed yet raise :class:`NotImplementedError` naming the issue area — they
-never pretend to work.
+Product code talks to this class; the CLI and the web app are thin layers over it.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ import attrs
 
 from nexus_core.config import Settings, get_settings
 from nexus_core.errors import PluginError
-from nexus_core.models import Credentials, Installation, Provider
+from nexus_core.models import Credentials, Health, Installation, Provider
 from nexus_core.plugins import PluginRegistry, load_plugins
 
 
@@ -24,12 +22,6 @@ class ConfigValidation:
     valid: bool
     errors: list[str] = attrs.Factory(list)
     warnings: list[str] = attrs.Factory(list)
-
-
-def _not_yet(area: str, what: str) -> NotImplementedError:
-    return NotImplementedError(
-        f"IntegrationService.{what} is not available yet: it lands with the [{area}] issue"
-    )
 
 
 class IntegrationService:
@@ -348,12 +340,39 @@ class IntegrationService:
             "records_synced_recent": sum(r.records for r in runs),
         }
 
-    # -- not yet landed --------------------------------------------------------------------
+    # -- webhooks and health ---------------------------------------------------------------
 
     def process_webhook(
         self, provider: str, tenant_id: str, install_id: str, headers: dict[str, str], body: bytes
     ) -> str:
-        raise _not_yet("webhooks", "process_webhook")
+        """Verify, dedupe and enqueue one delivery for an installation, exactly as
+        ``POST /webhooks/{provider}/{install_id}`` does; returns the job id (the existing one for
+        a replay). Raises :class:`~nexus_core.errors.WebhookRejected` when nothing was enqueued."""
+        from nexus_core.webhooks import ingest_webhook
 
-    def health_check_immediate(self, provider: str, tenant_id: str, install_id: str) -> Any:
-        raise _not_yet("http", "health_check_immediate")
+        result = ingest_webhook(
+            provider, headers, body, tenant_id=tenant_id, install_id=install_id,
+            settings=self.settings, registry=self.registry, redis=self.redis, store=self.store,
+        )
+        return (result.jobs or result.duplicate_jobs)[0]
+
+    def health_check_immediate(self, provider: str, tenant_id: str, install_id: str) -> Health:
+        """Check an installation now, in this process (the seed's healthCheckImmediate): a
+        :class:`~nexus_core.models.Health`, unhealthy rather than raising when the provider is
+        unreachable or the grant is revoked."""
+        from nexus_core.errors import AuthError
+        from nexus_core.health import check_health
+        from nexus_core.runtime import build_context, close_context
+
+        self.registry.provider(provider)
+        try:
+            ctx = build_context(self.store, self.registry, tenant_id, install_id,
+                                provider=provider, redis=self.redis, settings=self.settings,
+                                metadata={"kind": "health"})
+        except AuthError as exc:  # the proactive refresh was refused: only the tenant can fix it
+            return Health(healthy=False, auth_valid=False, error_count=1,
+                          details={"error": exc.message, "needs_reauth": exc.needs_reauth})
+        try:
+            return check_health(self.registry, ctx)
+        finally:
+            close_context(ctx)
