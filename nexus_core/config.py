@@ -101,6 +101,36 @@ def _int(name: str, raw: str, minimum: int | None = None) -> int:
     return value
 
 
+def _number(name: str, raw: str, kind: type, lowest: float, inclusive: bool) -> Any:
+    what = "an integer" if kind is int else "a number"
+    try:
+        value = float(raw)
+        if kind is int and value != int(value):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
+    if value < lowest or (value == lowest and not inclusive):
+        raise ConfigError(f"{name} must be {'>=' if inclusive else '>'} {lowest:g}, got {raw!r}")
+    return kind(value)
+
+
+# Parsers for ``Settings.get_parsed(name, parser, default)``: each names the variable on error.
+def non_negative_float(name: str, raw: str) -> float:
+    return _number(name, raw, float, 0, inclusive=True)
+
+
+def positive_float(name: str, raw: str) -> float:
+    return _number(name, raw, float, 0, inclusive=False)
+
+
+def non_negative_int(name: str, raw: str) -> int:
+    return _number(name, raw, int, 0, inclusive=True)
+
+
+def positive_int(name: str, raw: str) -> int:
+    return _number(name, raw, int, 1, inclusive=True)
+
+
 def _choice(name: str, raw: str, choices: tuple[str, ...], upper: bool = False) -> str:
     value = raw.strip().upper() if upper else raw.strip().lower()
     if value not in choices:

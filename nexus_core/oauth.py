@@ -26,6 +26,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import attrs
 from loguru import logger
 
+from nexus_core.config import non_negative_float
 from nexus_core.errors import AuthError, ConfigError, NotFound, ProviderError
 from nexus_core.log import redact
 from nexus_core.models import ConnectorContext, Credentials, Installation, Provider, utcnow
@@ -51,16 +52,6 @@ REAUTH_ERRORS = frozenset(
         "token_expired", "refresh_token_expired", "account_inactive",
     )
 )
-
-
-def _float(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must be >= 0, got {raw!r}")
-    return value
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -200,7 +191,7 @@ def authorization_url(
         verifier, challenge = pkce_pair()
         params["code_challenge"] = challenge
         params["code_challenge_method"] = "S256"
-    ttl = settings.get_parsed(STATE_TTL_ENV, _float, DEFAULT_STATE_TTL)
+    ttl = settings.get_parsed(STATE_TTL_ENV, non_negative_float, DEFAULT_STATE_TTL)
     store.put_oauth_state(
         state, tenant_id, install_id, provider.id, redirect_uri=redirect,
         code_verifier=verifier, expires_at=utcnow() + timedelta(seconds=ttl),
@@ -502,7 +493,9 @@ def ensure_fresh(
     seconds (NEXUS_REFRESH_MARGIN, default 300). None when it has no credentials."""
     settings = _settings(settings)
     if margin is None:
-        margin = settings.get_parsed(REFRESH_MARGIN_ENV, _float, DEFAULT_REFRESH_MARGIN)
+        margin = settings.get_parsed(
+            REFRESH_MARGIN_ENV, non_negative_float, DEFAULT_REFRESH_MARGIN
+        )
     creds = store.get_credentials(tenant_id, install_id)
     if creds is None or not creds.refresh_token or not creds.expires_within(margin):
         return creds
