@@ -114,7 +114,8 @@ class WebhookResource:
             ingress.check_size(len(body))  # chunked bodies carry no Content-Length
             request = WebhookRequest(
                 method=req.method,
-                url=webhooks.public_request_url(ingress.options, _raw_path(req), req.uri),
+                url=(ingress.options.public_url + _raw_path(req)) if ingress.options.public_url
+                else webhooks.public_request_url(ingress.options, _raw_path(req), req.uri),
                 headers={k.lower(): v for k, v in req.headers.items()},
                 body=body,
             )

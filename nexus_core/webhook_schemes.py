@@ -1,0 +1,288 @@
+"""Webhook signature schemes: small pure functions over raw bytes.
+
+``sign_*`` computes what a provider sends; ``verify_*`` checks a
+:class:`~nexus_core.models.WebhookRequest` against one or more secrets (rotation) and raises
+:class:`~nexus_core.errors.WebhookRejected` (401, short reason) otherwise. Every comparison is
+:func:`hmac.compare_digest`. Built to the exact bytes of ``reference/providers.md`` and
+cross-checked against the providers' official SDKs in the tests. Re-exported by
+:mod:`nexus_core.webhooks`, where the ingress that uses them lives.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+from loguru import logger
+
+from nexus_core.errors import WebhookRejected
+from nexus_core.models import Provider, WebhookRequest
+
+if TYPE_CHECKING:
+    from nexus_core.config import Settings
+    from nexus_core.plugins import PluginRegistry
+
+#: Seconds a timestamped signature stays valid, in both directions (every scheme here uses 5 min).
+DEFAULT_TOLERANCE = 300
+
+# -- signature schemes: pure functions ---------------------------------------------------------
+
+#: Percent-escapes HubSpot decodes in the request URI before signing (v3); nothing else.
+_HUBSPOT_DECODE = {
+    "%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$",
+    "%27": "'", "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";",
+}
+
+
+def _b(text: str | bytes) -> bytes:
+    return text if isinstance(text, bytes) else text.encode("utf-8")
+
+
+def hubspot_uri(uri: str) -> str:
+    """The URI as HubSpot signs it (v3): only the listed percent-escapes are decoded."""
+    if "%" not in uri:
+        return uri
+    out, i = [], 0
+    while i < len(uri):
+        chunk = uri[i : i + 3]
+        if uri[i] == "%" and chunk.upper() in _HUBSPOT_DECODE:
+            out.append(_HUBSPOT_DECODE[chunk.upper()])
+            i += 3
+        else:
+            out.append(uri[i])
+            i += 1
+    return "".join(out)
+
+
+def sign_hubspot_v1(secret: str, body: bytes) -> str:
+    """HubSpot v1: hex SHA-256 (not HMAC) of ``{secret}{body}``."""
+    return hashlib.sha256(_b(secret) + body).hexdigest()
+
+
+def sign_hubspot_v2(secret: str, method: str, uri: str, body: bytes) -> str:
+    """HubSpot v2: hex SHA-256 (not HMAC) of ``{secret}{METHOD}{URI}{body}``."""
+    return hashlib.sha256(_b(secret) + _b(method.upper()) + _b(uri) + body).hexdigest()
+
+
+def sign_hubspot_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str | int) -> str:
+    """HubSpot v3: base64 HMAC-SHA256 of ``{METHOD}{URI}{body}{timestamp_ms}``."""
+    message = _b(method.upper()) + _b(uri) + body + _b(str(timestamp))
+    return base64.b64encode(hmac.new(_b(secret), message, hashlib.sha256).digest()).decode()
+
+
+def sign_slack(secret: str, timestamp: str | int, body: bytes) -> str:
+    """Slack v0: ``v0=`` + hex HMAC-SHA256 of ``v0:{ts}:{body}``, key = the secret's UTF-8."""
+    message = b"v0:" + _b(str(timestamp)) + b":" + body
+    return "v0=" + hmac.new(_b(secret), message, hashlib.sha256).hexdigest()
+
+
+def standard_webhooks_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: base64 after ``whsec_`` (padding optional)."""
+    raw = secret.removeprefix("whsec_")
+    try:
+        return base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a Standard Webhooks secret must be whsec_ + base64") from None
+
+
+def sign_standard_webhooks(secret: str, msg_id: str, timestamp: str | int, body: bytes) -> str:
+    """Standard Webhooks: ``v1,`` + base64 HMAC-SHA256 of ``{id}.{ts}.{body}``."""
+    message = _b(msg_id) + b"." + _b(str(timestamp)) + b"." + body
+    digest = hmac.new(standard_webhooks_key(secret), message, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def sign_stripe(secret: str, timestamp: str | int, body: bytes) -> str:
+    """Stripe: hex HMAC-SHA256 of ``{t}.{body}``, key = the whole ``whsec_…`` string as UTF-8."""
+    return hmac.new(_b(secret), _b(str(timestamp)) + b"." + body, hashlib.sha256).hexdigest()
+
+
+def stripe_header(secret: str, timestamp: str | int, body: bytes) -> str:
+    return f"t={timestamp},v1={sign_stripe(secret, timestamp, body)}"
+
+
+# -- signature schemes: verification -----------------------------------------------------------
+
+
+@attrs.frozen
+class Check:
+    """What a verifier needs besides the request and the secrets."""
+
+    #: The full public URI the provider called (HubSpot v2/v3 sign it).
+    url: str
+    now: float = attrs.field(factory=time.time)
+    tolerance: float = DEFAULT_TOLERANCE
+
+
+def _reject(reason: str) -> WebhookRejected:
+    return WebhookRejected(reason, status=401)
+
+
+def _any_match(candidates: Iterable[str], expected: Iterable[str]) -> bool:
+    """Constant-time per comparison; every candidate is compared with every expected value."""
+    found = False
+    expected = list(expected)
+    for given in candidates:
+        for want in expected:
+            found |= hmac.compare_digest(_b(given), _b(want))
+    return found
+
+
+def _require(request: WebhookRequest, name: str) -> str:
+    value = request.header(name)
+    if value is None or not value.strip():
+        raise _reject(f"missing {name} header")
+    return value.strip()
+
+
+def _timestamp(raw: str, name: str, check: Check, *, unit: float = 1.0) -> None:
+    try:
+        seconds = int(raw) / unit
+    except ValueError:
+        raise _reject(f"malformed {name} header") from None
+    if abs(check.now - seconds) > check.tolerance:
+        raise _reject(f"timestamp outside the {int(check.tolerance)} s window")
+
+
+def verify_hubspot_v1(request: WebhookRequest, secrets: Sequence[str], check: Check) -> None:
+    _hubspot_version(request, "v1")
+    given = _require(request, "X-HubSpot-Signature").lower()
+    if not _any_match([given], (sign_hubspot_v1(s, request.body) for s in secrets)):
+        raise _reject("signature mismatch")
+
+
+def verify_hubspot_v2(request: WebhookRequest, secrets: Sequence[str], check: Check) -> None:
+    _hubspot_version(request, "v2")
+    given = _require(request, "X-HubSpot-Signature").lower()
+    expected = (sign_hubspot_v2(s, request.method, check.url, request.body) for s in secrets)
+    if not _any_match([given], expected):
+        raise _reject("signature mismatch")
+
+
+def _hubspot_version(request: WebhookRequest, version: str) -> None:
+    declared = request.header("X-HubSpot-Signature-Version")
+    if declared is not None and declared.strip().lower() != version:
+        raise _reject(f"expected a HubSpot {version} signature, got {declared.strip()[:8]!r}")
+
+
+def verify_hubspot_v3(request: WebhookRequest, secrets: Sequence[str], check: Check) -> None:
+    given = _require(request, "X-HubSpot-Signature-v3")
+    ts = _require(request, "X-HubSpot-Request-Timestamp")
+    _timestamp(ts, "X-HubSpot-Request-Timestamp", check, unit=1000.0)
+    uri = hubspot_uri(check.url)
+    expected = (sign_hubspot_v3(s, request.method, uri, request.body, ts) for s in secrets)
+    if not _any_match([given], expected):
+        raise _reject("signature mismatch")
+
+
+def verify_slack(request: WebhookRequest, secrets: Sequence[str], check: Check) -> None:
+    given = _require(request, "X-Slack-Signature")
+    ts = _require(request, "X-Slack-Request-Timestamp")
+    _timestamp(ts, "X-Slack-Request-Timestamp", check)
+    if not given.startswith("v0="):
+        raise _reject("malformed X-Slack-Signature header")
+    if not _any_match([given], (sign_slack(s, ts, request.body) for s in secrets)):
+        raise _reject("signature mismatch")
+
+
+def verify_standard_webhooks(
+    request: WebhookRequest, secrets: Sequence[str], check: Check
+) -> None:
+    msg_id = _require(request, "webhook-id")
+    ts = _require(request, "webhook-timestamp")
+    header = _require(request, "webhook-signature")
+    _timestamp(ts, "webhook-timestamp", check)
+    given = [p for p in header.split(" ") if p.startswith("v1,")]
+    if not given:
+        raise _reject("malformed webhook-signature header (no v1 signature)")
+    expected = []
+    for secret in secrets:
+        try:
+            expected.append(sign_standard_webhooks(secret, msg_id, ts, request.body))
+        except ValueError:
+            logger.error("a configured Standard Webhooks secret is not whsec_ + base64; skipped")
+    if not _any_match(given, expected):
+        raise _reject("signature mismatch")
+
+
+def parse_stripe_header(header: str) -> tuple[str, list[str]]:
+    """``t=…,v1=…[,v1=…][,v0=…]`` → (the first t, every v1). v0 and unknown keys are ignored."""
+    timestamp: str | None = None
+    v1: list[str] = []
+    for item in header.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep:
+            continue
+        if key == "t" and timestamp is None:
+            timestamp = value
+        elif key == "v1":
+            v1.append(value)
+    if timestamp is None or not v1:
+        raise _reject("malformed Stripe-Signature header")
+    return timestamp, v1
+
+
+def verify_stripe(request: WebhookRequest, secrets: Sequence[str], check: Check) -> None:
+    ts, given = parse_stripe_header(_require(request, "Stripe-Signature"))
+    _timestamp(ts, "Stripe-Signature t", check)
+    if not _any_match(given, (sign_stripe(s, ts, request.body) for s in secrets)):
+        raise _reject("signature mismatch")
+
+
+Verifier = Callable[[WebhookRequest, Sequence[str], Check], None]
+
+#: scheme name (``WebhookConfig.scheme``) -> verifier; ``custom`` goes to the verify_webhook hook.
+SCHEMES: dict[str, Verifier] = {
+    "hubspot-v1": verify_hubspot_v1,
+    "hubspot-v2": verify_hubspot_v2,
+    "hubspot-v3": verify_hubspot_v3,
+    "slack-v0": verify_slack,
+    "standard-webhooks": verify_standard_webhooks,
+    "stripe": verify_stripe,
+}
+
+
+def configured_secrets(provider: Provider, settings: Settings) -> list[str]:
+    """The provider's webhook secrets: the first of ``secret_envs`` that is set, split on commas
+    (several = rotation). HubSpot apps fall back to the OAuth client secret, which is what
+    HubSpot signs with."""
+    envs = list(provider.webhook.secret_envs) if provider.webhook else []
+    hubspot = provider.webhook is not None and provider.webhook.scheme.startswith("hubspot")
+    if hubspot and provider.oauth and provider.oauth.client_secret_env:
+        envs.append(provider.oauth.client_secret_env)
+    for env in envs:
+        value = settings.get(env)
+        if value:
+            return [s.strip() for s in value.split(",") if s.strip()]
+    return []
+
+
+def verify_request(
+    provider: Provider,
+    request: WebhookRequest,
+    secrets: Sequence[str],
+    check: Check,
+    registry: PluginRegistry | None = None,
+) -> None:
+    """Raise :class:`WebhookRejected` (401, short reason) unless the request is genuine."""
+    if provider.webhook is None:
+        raise WebhookRejected(f"provider {provider.id!r} does not accept webhooks", status=404)
+    scheme = provider.webhook.scheme
+    if scheme == "custom":
+        if registry is None or not registry.implements("verify_webhook", provider.id):
+            logger.error("provider {} declares a custom webhook scheme but implements no "
+                         "verify_webhook hook; every delivery is rejected", provider.id)
+            raise _reject("no verifier for this provider")
+        ok = registry.hook("verify_webhook", provider.id)(
+            provider=provider, request=request, secrets=list(secrets)
+        )
+        if ok is not True:
+            raise _reject("signature mismatch")
+        return
+    SCHEMES[scheme](request, secrets, check)
