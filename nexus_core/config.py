@@ -101,8 +101,10 @@ def _int(name: str, raw: str, minimum: int | None = None) -> int:
     return value
 
 
-def _number(name: str, raw: str, kind: type, lowest: float, inclusive: bool) -> Any:
-    what = "an integer" if kind is int else "a number"
+def _number(
+    name: str, raw: str, kind: type, lowest: float, inclusive: bool, what: str | None = None
+) -> Any:
+    what = what or ("an integer" if kind is int else "a number")
     try:
         value = float(raw)
         if kind is int and value != int(value):
@@ -129,6 +131,18 @@ def non_negative_int(name: str, raw: str) -> int:
 
 def positive_int(name: str, raw: str) -> int:
     return _number(name, raw, int, 1, inclusive=True)
+
+
+def positive_seconds(name: str, raw: str) -> float:
+    return _number(name, raw, float, 0, inclusive=False, what="a number of seconds")
+
+
+def non_negative_seconds(name: str, raw: str) -> float:
+    return _number(name, raw, float, 0, inclusive=True, what="a number of seconds")
+
+
+def byte_size(name: str, raw: str) -> int:
+    return _number(name, raw, int, 1, inclusive=True, what="a number of bytes")
 
 
 def _choice(name: str, raw: str, choices: tuple[str, ...], upper: bool = False) -> str:

@@ -26,7 +26,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import attrs
 from loguru import logger
 
-from nexus_core.config import non_negative_float
+from nexus_core.config import non_negative_seconds
 from nexus_core.errors import AuthError, ConfigError, NotFound, ProviderError
 from nexus_core.log import redact
 from nexus_core.models import ConnectorContext, Credentials, Installation, Provider, utcnow
@@ -191,7 +191,7 @@ def authorization_url(
         verifier, challenge = pkce_pair()
         params["code_challenge"] = challenge
         params["code_challenge_method"] = "S256"
-    ttl = settings.get_parsed(STATE_TTL_ENV, non_negative_float, DEFAULT_STATE_TTL)
+    ttl = settings.get_parsed(STATE_TTL_ENV, non_negative_seconds, DEFAULT_STATE_TTL)
     store.put_oauth_state(
         state, tenant_id, install_id, provider.id, redirect_uri=redirect,
         code_verifier=verifier, expires_at=utcnow() + timedelta(seconds=ttl),
@@ -494,7 +494,7 @@ def ensure_fresh(
     settings = _settings(settings)
     if margin is None:
         margin = settings.get_parsed(
-            REFRESH_MARGIN_ENV, non_negative_float, DEFAULT_REFRESH_MARGIN
+            REFRESH_MARGIN_ENV, non_negative_seconds, DEFAULT_REFRESH_MARGIN
         )
     creds = store.get_credentials(tenant_id, install_id)
     if creds is None or not creds.refresh_token or not creds.expires_within(margin):

@@ -25,6 +25,7 @@ from loguru import logger
 from prometheus_client import Counter, Histogram
 
 from nexus_core import queues
+from nexus_core.config import byte_size, non_negative_seconds, positive_seconds
 from nexus_core.errors import PluginError, WebhookRejected
 from nexus_core.models import Installation, Provider, WebhookRequest
 from nexus_core.webhook_schemes import (
@@ -75,35 +76,6 @@ PENDING_TTL = 60
 # -- ingress -----------------------------------------------------------------------------------
 
 
-def _seconds(name: str, raw: str) -> float:
-    from nexus_core.errors import ConfigError
-
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be > 0, got {raw!r}")
-    return value
-
-
-def _non_negative(name: str, raw: str) -> float:
-    return 0.0 if raw.strip() in ("0", "0.0") else _seconds(name, raw)
-
-
-def _bytes(name: str, raw: str) -> int:
-    from nexus_core.errors import ConfigError
-
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of bytes, got {raw!r}",
-                          hint=f"e.g. {name}=1048576") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be >= 1, got {raw!r}")
-    return value
-
-
 @attrs.frozen
 class IngressOptions:
     max_body: int = DEFAULT_MAX_BODY
@@ -118,16 +90,16 @@ class IngressOptions:
     def from_settings(cls, settings: Settings) -> IngressOptions:
         public = settings.get("NEXUS_PUBLIC_URL") or None
         return cls(
-            max_body=settings.get_parsed("NEXUS_WEBHOOK_MAX_BODY", _bytes, DEFAULT_MAX_BODY),
+            max_body=settings.get_parsed("NEXUS_WEBHOOK_MAX_BODY", byte_size, DEFAULT_MAX_BODY),
             dedupe_ttl=settings.get_parsed(
-                "NEXUS_WEBHOOK_DEDUPE_TTL", _seconds, float(DEFAULT_DEDUPE_TTL)
+                "NEXUS_WEBHOOK_DEDUPE_TTL", positive_seconds, float(DEFAULT_DEDUPE_TTL)
             ),
             tolerance=settings.get_parsed(
-                "NEXUS_WEBHOOK_TOLERANCE", _seconds, float(DEFAULT_TOLERANCE)
+                "NEXUS_WEBHOOK_TOLERANCE", positive_seconds, float(DEFAULT_TOLERANCE)
             ),
             public_url=public.rstrip("/") if public else None,
             route_cache_ttl=settings.get_parsed(
-                "NEXUS_WEBHOOK_ROUTE_CACHE_TTL", _non_negative, 30.0
+                "NEXUS_WEBHOOK_ROUTE_CACHE_TTL", non_negative_seconds, 30.0
             ),
         )
 
