@@ -11,7 +11,8 @@ methods (and for others only with an idempotency key), ``Retry-After`` honoured.
 * auth injection per ``Provider.auth_type`` and one refresh-and-retry on the provider's
   expired-token answer (``is_token_expired`` hook);
 * the provider's rate-limit headers (``parse_rate_limit`` hook) kept for health checks;
-* one log line and metrics per request, secrets redacted.
+* one log line (DEBUG for a 2xx answer on the first attempt, else INFO) and metrics per
+  request, secrets redacted.
 """
 
 from __future__ import annotations
@@ -344,8 +345,12 @@ class ProviderSession:
                 _call.reset(token)
                 elapsed = time.perf_counter() - start
                 self._observe(method, status, elapsed)
-                logger.info(
-                    "{} {} -> {} in {:.0f} ms (attempt {})",
+                # Every request is logged; a plain success at DEBUG (a backfill makes thousands,
+                # and formatting each line costs ~50 us), anything else — an error, a retry,
+                # a 429, an expired token, a 4xx answer — at INFO.
+                quiet = call.retries == 0 and status[:1] == "2"
+                logger.log(
+                    "DEBUG" if quiet else "INFO", "{} {} -> {} in {:.0f} ms (attempt {})",
                     method, call.path, status, elapsed * 1000, call.retries + 1,
                 )
 

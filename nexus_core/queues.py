@@ -171,8 +171,27 @@ def redis_connection(settings: Settings | None = None, url: str | None = None) -
 
         url = (settings or get_settings()).redis_url
     return redis_lib.Redis.from_url(
-        url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+        url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30,
+        **_driver_info(),
     )
+
+
+_driver: dict[str, Any] | None = None
+
+
+def _driver_info() -> dict[str, Any]:
+    """redis-py's client name and version for ``CLIENT SETINFO``, resolved once: left to
+    redis-py, every new connection looks its own version up in the installed packages' metadata
+    (~1 ms) — once per job in a forked work-horse, whose pool starts empty."""
+    global _driver
+    if _driver is None:
+        try:
+            from redis.driver_info import DriverInfo
+        except ImportError:  # an older redis-py: it has no per-connection lookup either
+            _driver = {}
+        else:
+            _driver = {"driver_info": DriverInfo()}
+    return _driver
 
 
 def queue(name: str, connection: Any) -> Any:

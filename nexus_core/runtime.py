@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from nexus_core.config import Settings
     from nexus_core.models import ConnectorContext, Credentials, Installation
     from nexus_core.plugins import PluginRegistry
-    from nexus_core.store import Store
+    from nexus_core.store import Store, SyncState
 
 _lock = threading.Lock()
 _store: tuple[int, str, Any] | None = None  # (pid, url, Store)
@@ -144,8 +144,14 @@ class BasicSession:
 def load_installation(
     store: Store, tenant_id: str, install_id: str, provider: str | None
 ) -> Installation:
-    inst = store.get_installation(tenant_id, install_id)
-    where = {"provider": inst.provider, "tenant_id": tenant_id, "install_id": install_id}
+    return check_installation(store.get_installation(tenant_id, install_id), provider)
+
+
+def check_installation(inst: Installation, provider: str | None) -> Installation:
+    """``inst`` if it may sync: it belongs to ``provider`` and is neither waiting for
+    re-authorization nor disabled."""
+    where = {"provider": inst.provider, "tenant_id": inst.tenant_id,
+             "install_id": inst.install_id}
     if provider is not None and inst.provider != provider:
         raise PluginError(
             f"installation belongs to provider {inst.provider!r}, not {provider!r}", **where
@@ -156,6 +162,13 @@ def load_installation(
     if inst.status == "disabled":
         raise NexusError("installation is disabled; not syncing", **where)
     return inst
+
+
+def reads_credentials(provider: Any) -> bool:
+    """Whether :func:`build_context` takes the credentials from a preloaded state: every auth
+    type but ``none`` and ``oauth2`` (whose credentials go through the single-flight refresh,
+    :func:`nexus_core.oauth.ensure_fresh`)."""
+    return provider.auth_type not in ("none", "oauth2")
 
 
 def build_context(
@@ -169,14 +182,22 @@ def build_context(
     settings: Settings | None = None,
     metadata: dict[str, Any] | None = None,
     refresh: bool = True,
+    state: SyncState | None = None,
 ) -> ConnectorContext:
     """The context for one installation: stored config and credentials (refreshed ahead of
     expiry when ``refresh``), ``ctx.http`` = the installation's resilient session and
-    ``ctx.log`` = a logger bound to provider/tenant/installation. Close ``ctx.http`` when done."""
+    ``ctx.log`` = a logger bound to provider/tenant/installation. Close ``ctx.http`` when done.
+
+    ``state`` is what the caller already read in one transaction
+    (:meth:`~nexus_core.store.Store.load_sync_state`, with credentials when
+    :func:`reads_credentials` says the provider needs them): nothing is read again."""
     from nexus_core.models import ConnectorContext
 
     settings = settings or get_settings()
-    inst = load_installation(store, tenant_id, install_id, provider)
+    if state is not None:
+        inst = check_installation(state.installation, provider)
+    else:
+        inst = load_installation(store, tenant_id, install_id, provider)
     prov = registry.provider(inst.provider)
     oauth = _oauth()
     creds: Credentials | None
@@ -184,6 +205,8 @@ def build_context(
         creds = None
     elif refresh and oauth is not None and redis is not None and prov.auth_type == "oauth2":
         creds = oauth.ensure_fresh(store, redis, registry, tenant_id, install_id, settings=settings)
+    elif state is not None and reads_credentials(prov):
+        creds = state.credentials
     else:
         creds = store.get_credentials(tenant_id, install_id)
     current = {"creds": creds}

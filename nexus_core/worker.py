@@ -107,7 +107,8 @@ class _NexusWorkerMixin:
         runtime._session_class()
         runtime._oauth()
         try:  # likewise the store's engine and key ring (each horse gets its own connections)
-            runtime.get_store(settings)
+            # and the compiled SQL of a job's statements (each horse would compile it again)
+            runtime.get_store(settings).warm_up()
         except Exception as exc:
             logger.warning("store not reachable at worker start ({}); jobs will retry", exc)
 
@@ -157,13 +158,21 @@ def _classes() -> tuple[type, type]:
         """Forks a work-horse per job (isolation; the default)."""
 
         def fork_work_horse(self, job: Any, queue: Any) -> None:
+            import gc
+
+            from nexus_core import jobs
+
+            # The job's first store reads, on this process's warm connection: the horse
+            # inherits them and opens no database connection for a job that writes nothing.
+            jobs.preload(job)
             # Move everything alive now out of the GC's reach before forking: the horse then
             # does not touch (copy) the parent's pages when it collects (CPython's pre-fork
             # recipe; cuts the per-job cost of a fork-per-job worker).
-            import gc
-
             gc.freeze()
-            super().fork_work_horse(job, queue)
+            try:
+                super().fork_work_horse(job, queue)
+            finally:
+                jobs.forget_preload()  # in this process; the horse has its copy
 
     class NexusSimpleWorker(_NexusWorkerMixin, SimpleWorker):
         """Runs jobs in its own process (tests, debugging)."""
@@ -204,6 +213,16 @@ def resolve_queues(names: Sequence[str] | None) -> list[str]:
     return out
 
 
+def _rq_log_level() -> int:
+    """The level for RQ's loggers: the configured one (``--log-level``) once logging is set up
+    (:func:`nexus_core.log.configure_logging`), else INFO. RQ would set its loggers to INFO: a
+    worker at WARNING then builds and routes several records per job only to drop them."""
+    import logging
+
+    root = logging.getLogger()
+    return root.level if root.handlers else logging.INFO
+
+
 def _pending(connection: Any, names: Sequence[str]) -> bool:
     from nexus_core import queues as q
 
@@ -223,7 +242,8 @@ def _supervise(cls: type, names: Sequence[str], connection: Any, *, burst: bool)
     while True:
         worker = cls(names, connection=connection)
         try:
-            worked = worker.work(burst=burst, with_scheduler=True, logging_level="INFO") or worked
+            worked = worker.work(burst=burst, with_scheduler=True,
+                                 logging_level=_rq_log_level()) or worked
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             logger.warning("worker {} lost Redis: {}", worker.name, exc)
         if getattr(worker, "nexus_stop_requested", False):
@@ -275,7 +295,7 @@ def run_worker(
 
             pool = WorkerPool(names, connection=connection, num_workers=workers,
                               worker_class=__getattr__("NexusWorker"), serializer=JSONSerializer)
-            pool.start(burst=burst, logging_level="INFO")
+            pool.start(burst=burst, logging_level=_rq_log_level())
             return True
         cls = __getattr__("NexusSimpleWorker" if simple else "NexusWorker")
         return _supervise(cls, names, connection, burst=burst)

@@ -20,6 +20,7 @@ from nexus_core.store._base import (
     Conflict,
     OAuthState,
     SyncRun,
+    SyncState,
     state_hash,
 )
 from nexus_core.store._credentials import CredentialsMixin
@@ -33,6 +34,7 @@ __all__ = [
     "OAuthState",
     "Store",
     "SyncRun",
+    "SyncState",
     "state_hash",
 ]
 

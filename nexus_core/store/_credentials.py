@@ -19,7 +19,7 @@ class CredentialsMixin(StoreBase):
     def get_credentials(self, tenant_id: str, install_id: str) -> Credentials | None:
         """The installation's decrypted credentials, None if it has none.
         NotFound if the installation does not exist for this tenant."""
-        with self._tx() as conn:
+        with self._tx(readonly=True) as conn:
             creds = self._read_credentials(conn, tenant_id, install_id)
             if creds is None:
                 self._get(conn, tenant_id, install_id)

@@ -255,17 +255,23 @@ def test_401_without_a_refresh_hook_needs_reauth(provider_server, open_session, 
 
 
 def test_every_request_is_logged_with_context_and_without_secrets(
-    provider_server, open_session, log_records
+    provider_server, open_session, log_records, kit
 ):
+    provider_server.script(kit.json_answer(200, {}), kit.json_answer(404, {}))
     session = open_session(provider_server.url, credentials=lambda: creds(),
                            tenant_id="tenant-7", install_id="inst-7")
     session.get("/contacts?access_token=SECRETQ&limit=1", headers={"X-Trace": "1"})
+    session.get("/contacts?access_token=SECRETQ&limit=2")
     lines = [r for r in log_records if "GET /contacts" in r["message"]]
-    assert len(lines) == 1
-    line = lines[0]
-    assert line["level"] == "INFO"
-    assert "-> 200 in" in line["message"] and "(attempt 1)" in line["message"]
-    assert line["extra"] == {"provider": "acme", "tenant_id": "tenant-7", "install_id": "inst-7"}
+    assert len(lines) == 2
+    ok, missing = lines
+    # A plain success is logged at DEBUG (a backfill makes thousands); anything else at INFO.
+    assert ok["level"] == "DEBUG"
+    assert "-> 200 in" in ok["message"] and "(attempt 1)" in ok["message"]
+    assert missing["level"] == "INFO" and "-> 404 in" in missing["message"]
+    for line in lines:
+        assert line["extra"] == {"provider": "acme", "tenant_id": "tenant-7",
+                                 "install_id": "inst-7"}
     text = repr(log_records)
     assert TOKEN not in text and "SECRETQ" not in text
 

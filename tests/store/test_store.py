@@ -177,6 +177,51 @@ def test_commit_page_with_an_unknown_run_writes_nothing(store):
     assert store.get_checkpoint("t", "i", "contacts", "delta").seq == 0  # rolled back
 
 
+def test_page_committer_is_the_same_compare_and_set_as_commit_page(store):
+    store.add_installation("t", "i", "acme")
+    store.add_installation("other", "i", "acme")
+    run = store.start_run("t", "i", "backfill", "s")
+    with store.page_committer("t", "i", "s", "backfill") as commit:
+        assert commit("p1", seq=1, run_id=run, records=3)
+        assert commit("p2", seq=2, run_id=run, records=4)
+        assert not commit("zombie", seq=2, run_id=run, records=9)  # already committed
+        assert not commit("skip", seq=4, run_id=run, records=9)
+        with pytest.raises(NotFound, match="sync run"):
+            commit("p3", seq=3, run_id="no-such-run", records=1)
+        assert commit("p3", seq=3, run_id=run, records=5)
+    cp = store.get_checkpoint("t", "i", "s", "backfill")
+    assert (cp.cursor, cp.seq) == ("p3", 3) and cp.updated_at is not None
+    run_row = store.get_run("t", run)
+    assert (run_row.pages, run_row.records) == (3, 12)
+    # another tenant's committer never touches this tenant's row
+    with store.page_committer("other", "i", "s", "backfill") as commit:
+        assert not commit("x", seq=4)
+    with store.page_committer("nobody", "i", "s", "backfill") as commit, \
+            pytest.raises(NotFound):
+        commit("x", seq=4)
+    assert store.get_checkpoint("t", "i", "s", "backfill").cursor == "p3"
+    # the committer's connection goes back to synchronous=FULL for ordinary writes
+    store.save_credentials("t", "i", _creds())
+    assert store.get_credentials("t", "i") == _creds()
+
+
+def test_load_sync_state_reads_one_tenants_installation_credentials_and_checkpoints(store):
+    store.add_installation("t", "i", "acme", credentials=_creds())
+    store.add_installation("u", "i", "acme", credentials=_creds("other"))
+    store.commit_page("t", "i", "a", "delta", "d1", seq=1)
+    store.commit_page("t", "i", "b", "backfill", "b1", seq=1)
+    store.commit_page("u", "i", "a", "delta", "u1", seq=1)
+    state = store.load_sync_state("t", "i", "delta", credentials=True)
+    assert state.installation == store.get_installation("t", "i")
+    assert state.credentials == _creds()
+    assert {k: (c.cursor, c.seq) for k, c in state.checkpoints.items()} == {"a": ("d1", 1)}
+    assert store.load_sync_state("t", "i", "delta").credentials is None
+    with pytest.raises(NotFound):
+        store.load_sync_state("nobody", "i", "delta")
+    store.warm_up()  # harmless, writes nothing
+    assert store.list_checkpoints("t", "i")[("a", "delta")].cursor == "d1"
+
+
 def test_concurrent_committers_of_the_same_page_exactly_one_wins(store):
     store.add_installation("t", "i", "acme")
     results: list[bool] = []
