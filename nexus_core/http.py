@@ -39,7 +39,7 @@ from urllib3.util import Retry
 from nexus_core import metrics
 from nexus_core.__about__ import __version__
 from nexus_core.breaker import Admission, BreakerPolicy, CircuitBreaker
-from nexus_core.config import Settings, get_settings
+from nexus_core.config import Settings, get_settings, non_negative_float, non_negative_int
 from nexus_core.errors import (
     AuthError,
     ConfigError,
@@ -57,23 +57,6 @@ RETRY_STATUSES = frozenset({500, 502, 503, 504})
 #: Slack-style errors come as HTTP 200 ``{"ok": false, ...}``: only those 2xx bodies are shown to
 #: the ``is_token_expired`` hook.
 _OK_FALSE = re.compile(rb'\s*\{\s*"ok"\s*:\s*false')
-
-
-def _float(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must be >= 0, got {raw!r}")
-    return value
-
-
-def _int(name: str, raw: str) -> int:
-    value = _float(name, raw)
-    if value != int(value):
-        raise ConfigError(f"{name} must be an integer, got {raw!r}")
-    return int(value)
 
 
 @attrs.define
@@ -236,7 +219,8 @@ class ProviderSession:
         self.rate_limits = attrs.evolve(
             provider.rate_limits, **_known(config.get("rate_limits"), RateLimits)
         )
-        self.max_wait = settings.get_parsed("NEXUS_RATE_LIMIT_MAX_WAIT", _float, 5.0)
+        get = settings.get_parsed
+        self.max_wait = get("NEXUS_RATE_LIMIT_MAX_WAIT", non_negative_float, 5.0)
         env = provider.base_url_env
         #: The simulator/sandbox override; it wins over a Salesforce-style ``instance_url``.
         env_url = (env and (settings.get(env) or os.environ.get(env))) or ""
@@ -265,7 +249,7 @@ class ProviderSession:
                 requests_per_second=self.rate_limits.requests_per_second,
                 burst_size=self.rate_limits.burst_size,
                 max_wait=self.max_wait,
-                headroom=settings.get_parsed("NEXUS_RATE_LIMIT_HEADROOM", _int, 1),
+                headroom=get("NEXUS_RATE_LIMIT_HEADROOM", non_negative_int, 1),
                 error_context=self._error_context,
             )
             self.breaker = CircuitBreaker(
@@ -275,14 +259,14 @@ class ProviderSession:
                 install_id=install_id,
                 policy=BreakerPolicy(
                     failure_threshold=max(
-                        1, settings.get_parsed("NEXUS_BREAKER_FAILURE_THRESHOLD", _int, 5)),
-                    cooldown=settings.get_parsed("NEXUS_BREAKER_COOLDOWN", _float, 30.0),
+                        1, get("NEXUS_BREAKER_FAILURE_THRESHOLD", non_negative_int, 5)),
+                    cooldown=get("NEXUS_BREAKER_COOLDOWN", non_negative_float, 30.0),
                 ),
                 # The probe is one attempt: it may wait for a slot, then connect and read.
                 probe_ttl=self.max_wait + self.timeouts.connect + self.timeouts.read + 1,
             )
 
-        backoff = settings.get_parsed("NEXUS_HTTP_BACKOFF_BASE", _float, 0.5)
+        backoff = get("NEXUS_HTTP_BACKOFF_BASE", non_negative_float, 0.5)
         retry = _Retry(
             total=provider.retry.max_retries,
             status_forcelist=RETRY_STATUSES,

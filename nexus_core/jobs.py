@@ -31,6 +31,7 @@ from loguru import logger
 
 from nexus_core import queues
 from nexus_core import runtime as rt
+from nexus_core.config import positive_int, positive_seconds
 from nexus_core.errors import (
     AuthError,
     ConfigError,
@@ -59,26 +60,6 @@ class StaleCheckpoint(NexusError):
     """Another runner committed this page first: it owns the sync, this job stops."""
 
 
-def _float(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be > 0, got {raw!r}")
-    return value
-
-
-def _int(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be >= 1, got {raw!r}")
-    return value
-
-
 _options_cache: dict[int, tuple[Any, SyncOptions]] = {}
 
 
@@ -105,13 +86,12 @@ class SyncOptions:
 
     @classmethod
     def _parse(cls, settings: Any) -> SyncOptions:
+        get = settings.get_parsed
         return cls(
-            time_budget=settings.get_parsed(
-                "NEXUS_BACKFILL_TIME_BUDGET", _float, DEFAULT_TIME_BUDGET),
-            lease_ttl=settings.get_parsed("NEXUS_JOB_LEASE_TTL", _float, DEFAULT_LEASE_TTL),
-            max_deferrals=settings.get_parsed("NEXUS_MAX_DEFERRALS", _int, DEFAULT_MAX_DEFERRALS),
-            tenant_backfill_concurrency=settings.get_parsed(
-                "NEXUS_BACKFILL_TENANT_CONCURRENCY", _int, 1),
+            time_budget=get("NEXUS_BACKFILL_TIME_BUDGET", positive_seconds, DEFAULT_TIME_BUDGET),
+            lease_ttl=get("NEXUS_JOB_LEASE_TTL", positive_seconds, DEFAULT_LEASE_TTL),
+            max_deferrals=get("NEXUS_MAX_DEFERRALS", positive_int, DEFAULT_MAX_DEFERRALS),
+            tenant_backfill_concurrency=get("NEXUS_BACKFILL_TENANT_CONCURRENCY", positive_int, 1),
             max_retries=settings.max_retries,
             backoff_delay_ms=settings.backoff_delay_ms,
         )
@@ -702,19 +682,22 @@ def run_webhook(provider: str, tenant_id: str, install_id: str, request: dict[st
 
 
 def run_health_check(provider: str, tenant_id: str, install_id: str) -> Any:
-    """Call the provider's ``health_check`` hook; the result is the Health as JSON."""
+    """Check an installation (the provider's ``health_check`` hook, failures classified by
+    :func:`nexus_core.health.check_health`); the result is the Health as JSON. Revoked
+    credentials mark the installation ``needs_reauth``, as a failing sync would."""
     from nexus_core.converters import unstructure
+    from nexus_core.health import check_health
 
     with _job_env(provider, tenant_id, install_id) as env:
         ctx = rt.build_context(env.store, env.registry, tenant_id, install_id, provider=provider,
                                redis=env.redis, settings=env.settings,
                                metadata={"kind": "health"})
         try:
-            health = env.registry.hook("health_check", provider)(ctx=ctx)
+            health = check_health(env.registry, ctx)
         finally:
             rt.close_context(ctx)
-        if health is None:
-            return {"healthy": None, "details": {"note": f"{provider} has no health_check hook"}}
+        if health.details.get("needs_reauth"):
+            env.store.set_status(tenant_id, install_id, "needs_reauth")
         return unstructure(health)
 
 

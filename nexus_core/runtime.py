@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -76,71 +75,6 @@ def reset() -> None:
         _store = _redis = None
 
 
-def _oauth() -> Any:
-    try:
-        from nexus_core import oauth
-    except ImportError:  # [store]/[oauth] not installed in this tree
-        return None
-    return oauth
-
-
-def _session_class() -> Any:
-    try:
-        from nexus_core.http import ProviderSession
-    except ImportError:  # [http] not landed: a plain session with timeouts (see BasicSession)
-        return None
-    return ProviderSession
-
-
-class BasicSession:
-    """Stand-in for ``nexus_core.http.ProviderSession`` while that module is absent: a
-    ``requests.Session`` with the provider's timeouts and the installation's bearer token or API
-    key. No shared rate limit, breaker or refresh-on-401."""
-
-    def __init__(self, provider: Any, *, credentials: Callable[[], Credentials | None],
-                 config: dict[str, Any] | None = None, **_: Any) -> None:
-        import requests
-
-        self.provider = provider
-        self._credentials = credentials
-        self._session = requests.Session()
-        self.timeout = (provider.timeouts.connect, provider.timeouts.read)
-
-    def request(self, method: str, url: str, **kw: Any) -> Any:
-        creds = self._credentials()
-        headers = dict(kw.pop("headers", None) or {})
-        if creds is not None and creds.access_token:
-            headers.setdefault("Authorization", f"{creds.token_type} {creds.access_token}")
-        elif creds is not None and creds.api_key:
-            headers.setdefault("Authorization", f"Bearer {creds.api_key}")
-        if not url.startswith(("http://", "https://")):
-            url = self.base_url().rstrip("/") + "/" + url.lstrip("/")
-        kw.setdefault("timeout", self.timeout)
-        resp = self._session.request(method, url, headers=headers, **kw)
-        if resp.status_code >= 400:
-            from nexus_core.errors import ProviderError, RateLimited
-
-            if resp.status_code == 429:
-                raise RateLimited(f"{self.provider.id} answered 429",
-                                  retry_after=float(resp.headers.get("Retry-After") or 1))
-            raise ProviderError(f"{self.provider.id} answered {resp.status_code}",
-                                retryable=resp.status_code >= 500, status=resp.status_code)
-        return resp
-
-    def base_url(self) -> str:
-        env = self.provider.base_url_env
-        return (os.environ.get(env) if env else None) or self.provider.base_url
-
-    def get(self, url: str, **kw: Any) -> Any:
-        return self.request("GET", url, **kw)
-
-    def post(self, url: str, **kw: Any) -> Any:
-        return self.request("POST", url, **kw)
-
-    def close(self) -> None:
-        self._session.close()
-
-
 def load_installation(
     store: Store, tenant_id: str, install_id: str, provider: str | None
 ) -> Installation:
@@ -198,12 +132,14 @@ def build_context(
         inst = check_installation(state.installation, provider)
     else:
         inst = load_installation(store, tenant_id, install_id, provider)
+    from nexus_core import oauth
+    from nexus_core.http import ProviderSession
+
     prov = registry.provider(inst.provider)
-    oauth = _oauth()
     creds: Credentials | None
     if prov.auth_type == "none":
         creds = None
-    elif refresh and oauth is not None and redis is not None and prov.auth_type == "oauth2":
+    elif refresh and redis is not None and prov.auth_type == "oauth2":
         creds = oauth.ensure_fresh(store, redis, registry, tenant_id, install_id, settings=settings)
     elif state is not None and reads_credentials(prov):
         creds = state.credentials
@@ -215,22 +151,18 @@ def build_context(
         return current["creds"]
 
     refresher = None
-    if oauth is not None and redis is not None and prov.auth_type == "oauth2":
+    if redis is not None and prov.auth_type == "oauth2":
         def refresher(stale: Credentials | None = None) -> Credentials:
             current["creds"] = oauth.refresh_credentials(
                 store, redis, registry, tenant_id, install_id, stale=stale, settings=settings
             )
             return current["creds"]
 
-    session_cls = _session_class()
-    if session_cls is not None:
-        http = session_cls(
-            prov, tenant_id=tenant_id, install_id=install_id, account_id=inst.account_id,
-            redis=redis, registry=registry, credentials=credentials, refresh=refresher,
-            config=inst.config, settings=settings,
-        )
-    else:
-        http = BasicSession(prov, credentials=credentials, config=inst.config)
+    http = ProviderSession(
+        prov, tenant_id=tenant_id, install_id=install_id, account_id=inst.account_id,
+        redis=redis, registry=registry, credentials=credentials, refresh=refresher,
+        config=inst.config, settings=settings,
+    )
     log = logger.bind(provider=inst.provider, tenant_id=tenant_id, install_id=install_id)
     return ConnectorContext(
         tenant_id=tenant_id, install_id=install_id, provider=inst.provider, credentials=creds,

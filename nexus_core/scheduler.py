@@ -26,9 +26,9 @@ DEFAULT_INTERVAL = 300
 
 
 def _interval(settings: Any) -> int:
-    from nexus_core.jobs import _int
+    from nexus_core.config import positive_int
 
-    return settings.get_parsed("NEXUS_DELTA_INTERVAL", _int, DEFAULT_INTERVAL)
+    return settings.get_parsed("NEXUS_DELTA_INTERVAL", positive_int, DEFAULT_INTERVAL)
 
 
 def enqueue_slot(connection: Any, store: Any, slot: int, *, interval: int, opts: Any) -> list[str]:

@@ -273,32 +273,12 @@ class IntegrationService:
         self, provider: str, tenant_id: str, install_id: str, request: Any
     ) -> str:
         """Enqueue an already verified and routed delivery (a ``WebhookRequest``) for one
-        installation; the job id is derived from the delivery, so a replay is not enqueued."""
-        import contextlib
-        import hashlib
+        installation, with the same job id and replay protection as the ingress."""
+        from nexus_core.webhooks import WebhookIngress
 
-        from rq import Callback
-
-        from nexus_core import queues
-        from nexus_core.converters import unstructure
-
-        self.registry.provider(provider)
-        body = unstructure(request)
-        delivery = hashlib.sha256(request.body).hexdigest()[:24]
-        opts = self._sync_options()
-        jid = queues.job_id("webhook", provider, tenant_id, install_id, delivery)
-        from rq.exceptions import DuplicateJobError
-
-        with contextlib.suppress(DuplicateJobError):  # a replay of this delivery
-            queues.queue(queues.WEBHOOK, self.redis).enqueue_call(
-                queues.JOB_WEBHOOK,
-                kwargs={"provider": provider, "tenant_id": tenant_id, "install_id": install_id,
-                        "request": body},
-                job_id=jid, unique=True, on_failure=Callback(queues.ON_FAILURE),
-                retry=queues.retry_policy(opts.max_retries, opts.backoff_delay_ms),
-                description=f"webhook {provider} {tenant_id}/{install_id}",
-            )
-        return jid
+        ingress = WebhookIngress(registry=self.registry, redis=self.redis,
+                                 settings=self.settings, store=self.store)
+        return ingress.enqueue_verified(provider, request, tenant_id, install_id)
 
     def schedule_health_check(self, provider: str, tenant_id: str, install_id: str) -> str:
         """Enqueue a health check (at most one per installation per minute); returns its id."""

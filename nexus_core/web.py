@@ -266,7 +266,8 @@ class OAuthResource:
         except Exception as exc:  # the connection itself is stored; the sync can be started later
             logger.error("first backfill for {}/{} not enqueued: {}", install.tenant_id,
                          install.install_id, exc)
-            note = "The first sync could not be started yet; it will be retried."
+            note = ("The connection is saved, but the first sync could not be queued; "
+                    "it has to be started again.")
         name = self._registry.providers.get(install.provider)
         _page(resp, 200, "Connected",
               f"{name.name if name else install.provider} is connected. {note}")

@@ -331,6 +331,22 @@ class WebhookIngress:
             raise WebhookRejected("queue unavailable, retry later", status=503) from exc
         return IngressResult(provider.id, tuple(jobs), tuple(duplicates), unknown)
 
+    def enqueue_verified(
+        self, provider_id: str, request: WebhookRequest, tenant_id: str, install_id: str
+    ) -> str:
+        """Enqueue a delivery verified and routed by the caller (the seed's
+        ``scheduleWebhookJob``) with the ingress's job id, dedupe and payload; returns the job
+        id, the existing one for a replay."""
+        provider = self.registry.provider(provider_id)
+        try:
+            payload = json.loads(request.body)
+        except (UnicodeDecodeError, ValueError):
+            payload = None
+        events = payload if isinstance(payload, list) else [] if payload is None else [payload]
+        target = Target(tenant_id, install_id, delivery_id(provider, request, events))
+        jobs, duplicates = self._enqueue(provider, request, [target])
+        return (jobs or duplicates)[0]
+
     def _route(
         self,
         provider: Provider,
@@ -413,7 +429,8 @@ class WebhookIngress:
 
         from nexus_core.converters import unstructure
 
-        ttl = int(max(self.options.dedupe_ttl, provider.webhook.dedupe_ttl))
+        provider_ttl = provider.webhook.dedupe_ttl if provider.webhook else 0
+        ttl = int(max(self.options.dedupe_ttl, provider_ttl))
         keys = [self.seen_key(provider.id, t) for t in targets]
         # 1. claim each (installation, delivery) with a short "pending" mark
         if len(keys) == 1:  # the common case: one round trip without a pipeline object

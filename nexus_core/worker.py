@@ -102,10 +102,10 @@ class _NexusWorkerMixin:
         super().__init__(queues_, *args, **kwargs)  # type: ignore[call-arg]
         self._last_recovery: float | None = None
         load_plugins()  # before the fork: every work-horse inherits the loaded plugins
-        import nexus_core.jobs  # noqa: F401 - and the job code with what it imports lazily
+        import nexus_core.http  # noqa: F401 - and the job code with what it imports lazily
+        import nexus_core.jobs  # noqa: F401
+        import nexus_core.oauth  # noqa: F401
 
-        runtime._session_class()
-        runtime._oauth()
         try:  # likewise the store's engine and key ring (each horse gets its own connections)
             # and the compiled SQL of a job's statements (each horse would compile it again)
             runtime.get_store(settings).warm_up()
