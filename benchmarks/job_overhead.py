@@ -41,7 +41,7 @@ def _span(connection, queue_name: str) -> tuple[int, float]:
 
 def nexus_run(n: int, url: str, env: dict, no_fork: bool = False) -> float:
     from nexus_core import runtime
-    from nexus_core.jobs import SyncOptions, enqueue_sync
+    from nexus_core.sync import SyncOptions, enqueue_sync
 
     store = runtime.get_store()
     redis = runtime.get_redis()

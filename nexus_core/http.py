@@ -18,14 +18,10 @@ methods (and for others only with an idempotency key), ``Retry-After`` honoured.
 from __future__ import annotations
 
 import base64
-import contextvars
-import email.utils
 import os
-import random
 import re
 import time
 from collections.abc import Callable
-from itertools import takewhile
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,8 +29,6 @@ import attrs
 import requests
 from loguru import logger
 from requests.adapters import HTTPAdapter
-from urllib3 import exceptions as u3
-from urllib3.util import Retry
 
 from nexus_core import metrics
 from nexus_core.__about__ import __version__
@@ -50,136 +44,20 @@ from nexus_core.errors import (
 from nexus_core.log import redact
 from nexus_core.models import Credentials, Provider, RateLimits, Timeouts
 from nexus_core.ratelimit import RateLimiter
+from nexus_core.retries import (
+    IDEMPOTENT_METHODS,
+    RETRY_STATUSES,
+    CallState,
+    SharedRetry,
+    current_call,
+    describe_failure,
+    parse_rate_limit_headers,
+    retry_after_seconds,
+)
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-#: Answers retried (idempotent methods) and counted as breaker failures once retries are spent.
-RETRY_STATUSES = frozenset({500, 502, 503, 504})
 #: Slack-style errors come as HTTP 200 ``{"ok": false, ...}``: only those 2xx bodies are shown to
 #: the ``is_token_expired`` hook.
 _OK_FALSE = re.compile(rb'\s*\{\s*"ok"\s*:\s*false')
-
-
-@attrs.define
-class _Call:
-    """What urllib3's Retry needs to know about the call in flight (see :class:`_Retry`)."""
-
-    method: str = ""
-    path: str = ""
-    any_method: bool = False  # an idempotency key makes any method retryable
-    single_attempt: bool = False  # the breaker's half-open probe
-    retries: int = 0
-    status: int | None = None  # the last answer's
-
-
-_call: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("nexus_call", default=None)
-
-
-class _Retry(Retry):
-    """urllib3's Retry, told what it cannot know on its own.
-
-    * 429 is NOT retried here: urllib3 would sleep its Retry-After inside the worker however
-      long it is, and resend without asking the shared limiter. :class:`ProviderSession` turns
-      a 429 into a shared cool-down instead.
-    * Whether a POST may be retried depends on this call's idempotency key, and a half-open
-      probe gets one attempt only; urllib3 sees neither, so a context variable tells it.
-    * Every retry takes a slot of the shared rate limit and is logged (``before_retry``).
-    * The backoff grows by ``RetryConfig.backoff_multiplier``; urllib3 hard-codes 2.
-    """
-
-    RETRY_AFTER_STATUS_CODES = frozenset({503})
-
-    def __init__(
-        self,
-        *args: Any,
-        multiplier: float = 2.0,
-        before_retry: Callable[[Any], None] | None = None,
-        **kw: Any,
-    ) -> None:
-        super().__init__(*args, **kw)
-        self.multiplier = multiplier
-        self.before_retry = before_retry
-
-    def new(self, **kw: Any) -> _Retry:
-        new = super().new(**kw)
-        new.multiplier, new.before_retry = self.multiplier, self.before_retry
-        return new
-
-    def _is_method_retryable(self, method: str) -> bool:
-        call = _call.get()
-        return (call is not None and call.any_method) or super()._is_method_retryable(method)
-
-    def increment(self, *args: Any, **kw: Any) -> _Retry:
-        call = _call.get()
-        retry = self.new(total=0) if call is not None and call.single_attempt else self
-        return Retry.increment(retry, *args, **kw)
-
-    def get_backoff_time(self) -> float:
-        errors = len(list(takewhile(lambda h: h.redirect_location is None,
-                                    reversed(self.history))))
-        if errors <= 1:
-            return 0
-        value = self.backoff_factor * self.multiplier ** (errors - 1)
-        value += random.random() * self.backoff_jitter  # noqa: S311 - jitter, not crypto
-        return float(max(0, min(self.backoff_max, value)))
-
-    def sleep(self, response: Any = None) -> None:
-        super().sleep(response)
-        if self.before_retry is not None:
-            self.before_retry(self.history[-1] if self.history else None)
-
-
-def parse_rate_limit_headers(headers: Any) -> dict[str, Any] | None:
-    """The built-in ``parse_rate_limit``: ``X-RateLimit-*`` and IETF ``RateLimit-*`` headers."""
-    out: dict[str, Any] = {}
-    for prefix in ("X-RateLimit-", "RateLimit-"):
-        for field, key in (("Limit", "max"), ("Remaining", "remaining"), ("Reset", "reset")):
-            value = headers.get(prefix + field)
-            if value is not None and key not in out:
-                try:
-                    out[key] = float(value) if "." in value else int(value)
-                except ValueError:
-                    out[key] = value
-    return out or None
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """A Retry-After header (seconds or HTTP date) in seconds, None when absent or garbled."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_tz(value)
-        return max(0.0, email.utils.mktime_tz(parsed) - time.time()) if parsed else None
-
-
-def _describe(exc: BaseException, timeouts: Timeouts) -> tuple[str, bool]:
-    """A short reason for a transport failure, and whether it happened before the request
-    reached the provider (then retrying is always safe). Never includes the URL: a query
-    string may carry a secret."""
-    chain: list[BaseException] = [exc]
-    inner = exc.args[0] if exc.args else None
-    if isinstance(inner, u3.MaxRetryError) and inner.reason is not None:
-        chain.append(inner.reason)
-    elif isinstance(inner, BaseException):
-        chain.append(inner)
-    for err in reversed(chain):
-        if isinstance(err, u3.NameResolutionError):
-            return "DNS lookup failed", True
-        if isinstance(err, u3.NewConnectionError):
-            refused = "refused" in str(err).lower()
-            return ("connection refused" if refused else "connection failed"), True
-        if isinstance(err, u3.ConnectTimeoutError | requests.ConnectTimeout):
-            return f"connect timeout ({timeouts.connect:g} s)", True
-        if isinstance(err, u3.ReadTimeoutError | requests.ReadTimeout):
-            return f"read timeout ({timeouts.read:g} s)", False
-        if isinstance(err, u3.SSLError | requests.exceptions.SSLError):
-            return "TLS handshake failed", True
-        if isinstance(err, u3.ProtocolError):
-            return "connection dropped", False
-    return type(exc).__name__, False
-
 
 class ProviderSession:
     """An installation's resilient session with its provider (see the module docstring).
@@ -267,7 +145,7 @@ class ProviderSession:
             )
 
         backoff = get("NEXUS_HTTP_BACKOFF_BASE", non_negative_float, 0.5)
-        retry = _Retry(
+        retry = SharedRetry(
             total=provider.retry.max_retries,
             status_forcelist=RETRY_STATUSES,
             allowed_methods=IDEMPOTENT_METHODS,
@@ -309,11 +187,11 @@ class ProviderSession:
         if idempotency_key is not None:
             headers.setdefault("Idempotency-Key", idempotency_key)
         path = redact(urlsplit(url).path or "/")
-        call = _Call(method=method, path=path, any_method=idempotency_key is not None)
+        call = CallState(method=method, path=path, any_method=idempotency_key is not None)
         start = time.perf_counter()
         status = "error"
         with logger.contextualize(**self._context):
-            token = _call.set(call)
+            token = current_call.set(call)
             try:
                 resp = self._send(method, url, headers, kwargs, call)
                 status = str(resp.status_code)
@@ -326,7 +204,7 @@ class ProviderSession:
                                              else "error"))
                 raise
             finally:
-                _call.reset(token)
+                current_call.reset(token)
                 elapsed = time.perf_counter() - start
                 self._observe(method, status, elapsed)
                 # Every request is logged; a plain success at DEBUG (a backfill makes thousands,
@@ -378,7 +256,12 @@ class ProviderSession:
     # -- one logical request -----------------------------------------------------------------
 
     def _send(
-        self, method: str, url: str, headers: dict[str, str], kwargs: dict[str, Any], call: _Call
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        kwargs: dict[str, Any],
+        call: CallState,
     ) -> requests.Response:
         admission = self._admit(first=True)
         call.single_attempt = admission.probe
@@ -397,7 +280,7 @@ class ProviderSession:
                 )
             except (requests.ConnectionError, requests.Timeout,
                     requests.exceptions.ChunkedEncodingError) as exc:
-                reason, before_sending = _describe(exc, self.timeouts)
+                reason, before_sending = describe_failure(exc, self.timeouts)
                 self._record(admission, ok=False)
                 raise ProviderError(
                     f"{self.provider.name} could not be reached: {reason} for {method} "
@@ -481,12 +364,12 @@ class ProviderSession:
             self.breaker.record(admission, ok)
 
     def _before_retry(self, last: Any) -> None:
-        """Called by urllib3 between attempts of one request (see :class:`_Retry`)."""
-        call = _call.get() or _Call()
+        """Called by urllib3 between attempts of one request (see :class:`SharedRetry`)."""
+        call = current_call.get() or CallState()
         if last is not None and last.status:
             reason, detail = str(last.status), f"answered {last.status}"
         elif last is not None and last.error is not None:
-            detail, _ = _describe(last.error, self.timeouts)
+            detail, _ = describe_failure(last.error, self.timeouts)
             reason = detail.split(" (")[0].replace(" ", "_")
         else:
             reason = detail = "error"
@@ -495,7 +378,7 @@ class ProviderSession:
             # A retry is a request: it takes a slot of the shared limit.
             self.limiter.acquire(lease=False)
 
-    def _count_retry(self, call: _Call, reason: str, detail: str) -> None:
+    def _count_retry(self, call: CallState, reason: str, detail: str) -> None:
         call.retries += 1
         metrics.HTTP_RETRIES.labels(self.provider.id, reason).inc()
         logger.warning("{} {} {}: retrying (attempt {})", call.method, call.path, detail,

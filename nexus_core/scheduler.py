@@ -36,7 +36,7 @@ def enqueue_slot(connection: Any, store: Any, slot: int, *, interval: int, opts:
     (installations another scheduler already enqueued for this slot are not in the list)."""
     from rq.exceptions import DuplicateJobError
 
-    from nexus_core.jobs import enqueue_sync
+    from nexus_core.sync import enqueue_sync
 
     enqueued = []
     for inst in store.list_all_installations(status="active"):
@@ -83,7 +83,7 @@ def _classes() -> tuple[type, type]:
 
         def enqueue(self, connection: Any) -> Any:
             from nexus_core import runtime
-            from nexus_core.jobs import SyncOptions
+            from nexus_core.sync import SyncOptions
 
             slot = math.floor(time.time() / self.interval)
             try:

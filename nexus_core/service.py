@@ -233,7 +233,7 @@ class IntegrationService:
         return client
 
     def _sync_options(self) -> Any:
-        from nexus_core.jobs import SyncOptions
+        from nexus_core.sync import SyncOptions
 
         return SyncOptions.from_settings(self.settings)
 
@@ -242,7 +242,7 @@ class IntegrationService:
     ) -> str:
         """Enqueue a backfill of ``stream`` (None: every stream) and return its job id; while
         one is active for this installation and stream, return that one's id instead."""
-        from nexus_core.jobs import start_sync
+        from nexus_core.sync import start_sync
 
         self.registry.provider(provider)
         return start_sync(self.redis, self.store, "backfill", provider, tenant_id, install_id,
@@ -252,7 +252,7 @@ class IntegrationService:
         self, provider: str, tenant_id: str, install_id: str, stream: str | None = None
     ) -> str:
         """Enqueue a delta from the stored delta cursor; an active one's id if there is one."""
-        from nexus_core.jobs import start_sync
+        from nexus_core.sync import start_sync
 
         self.registry.provider(provider)
         return start_sync(self.redis, self.store, "delta", provider, tenant_id, install_id,

@@ -290,7 +290,7 @@ class OAuthResource:
         """The first backfill, through the one path that starts syncs (one active backfill per
         installation) — what ``IntegrationService.start_backfill`` does, on this app's Redis
         and store."""
-        from nexus_core.jobs import SyncOptions, start_sync
+        from nexus_core.sync import SyncOptions, start_sync
 
         return start_sync(self._redis, self._store.get(), "backfill", provider, tenant_id,
                           install_id, None, opts=SyncOptions.from_settings(self._settings))

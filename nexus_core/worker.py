@@ -90,8 +90,8 @@ class _NexusWorkerMixin:
         from rq.serializers import JSONSerializer
 
         from nexus_core import runtime
-        from nexus_core.jobs import SyncOptions
         from nexus_core.plugins import load_plugins
+        from nexus_core.sync import SyncOptions
 
         settings = runtime.get_settings()
         self.lease_ttl = SyncOptions.from_settings(settings).lease_ttl

@@ -92,7 +92,7 @@ def requeue(job_ids: tuple[str, ...], all_: bool, queue: str | None) -> None:
     from rq.serializers import JSONSerializer
 
     from nexus_core import runtime
-    from nexus_core.jobs import SyncOptions
+    from nexus_core.sync import SyncOptions
 
     if bool(job_ids) == all_:
         raise click.UsageError("give JOB_ID(s) or --all")

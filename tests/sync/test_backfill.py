@@ -1,7 +1,7 @@
 """Backfill: page → sinks → commit, continuations, one active backfill, delta handover."""
 
 from nexus_core import queues
-from nexus_core.jobs import BACKFILL_DONE
+from nexus_core.sync import BACKFILL_DONE
 
 
 def test_backfill_delivers_every_page_then_commits_and_hands_over_delta_cursor(sync_env):
@@ -38,7 +38,7 @@ def test_time_budget_ends_a_chunk_with_a_continuation_that_resumes(sync_env, mon
     run = sync_env.store.list_runs("t1", "i1")[0]
     assert (run.status, run.pages, run.records) == ("succeeded", 10, 1000)
     assert first.endswith("__0")
-    from nexus_core.jobs import BACKFILL_DONE
+    from nexus_core.sync import BACKFILL_DONE
 
     sync = queues.sync_key("backfill", "sim", "t1", "i1", None)
     assert queues.active_job_id(sync_env.redis, sync) is None

@@ -39,8 +39,8 @@ def test_delta_reads_from_the_stored_cursor_and_commits_after_the_sink(sync_env)
 
 
 def test_each_cron_slot_is_enqueued_once_even_with_two_schedulers(sync_env):
-    from nexus_core.jobs import SyncOptions
     from nexus_core.scheduler import build_scheduler, enqueue_slot
+    from nexus_core.sync import SyncOptions
 
     _backfilled(sync_env)
     sync_env.install(tenant="t2", install="i9")

@@ -1,0 +1,169 @@
+"""Starting syncs: the options, job ids and enqueueing of backfill and delta chunks.
+
+Everything that puts a sync job on a queue goes through here (the service, the web app's OAuth
+callback, the cron scheduler and a running job's continuation), so "one active sync per
+installation and stream" and the retry policy hold on every path. The jobs themselves are in
+:mod:`nexus_core.jobs`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import attrs
+
+from nexus_core import queues
+from nexus_core import runtime as rt
+from nexus_core.config import positive_int, positive_seconds
+
+#: Stored as a stream's backfill cursor once its last page is committed.
+BACKFILL_DONE = "nexus:backfill-complete"
+DEFAULT_TIME_BUDGET = 60.0
+DEFAULT_LEASE_TTL = 15.0
+DEFAULT_MAX_DEFERRALS = 100
+
+
+_options_cache: dict[int, tuple[Any, SyncOptions]] = {}
+
+
+@attrs.frozen
+class SyncOptions:
+    """The sync engine's knobs, read from settings (one place, validated)."""
+
+    time_budget: float = DEFAULT_TIME_BUDGET
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    max_deferrals: int = DEFAULT_MAX_DEFERRALS
+    tenant_backfill_concurrency: int = 1
+    max_retries: int = 3
+    backoff_delay_ms: int = 2000
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SyncOptions:
+        cached = _options_cache.get(id(settings))
+        if cached is not None and cached[0] is settings:
+            return cached[1]
+        opts = cls._parse(settings)
+        _options_cache.clear()  # one settings object per process (tests switch between them)
+        _options_cache[id(settings)] = (settings, opts)
+        return opts
+
+    @classmethod
+    def _parse(cls, settings: Any) -> SyncOptions:
+        get = settings.get_parsed
+        return cls(
+            time_budget=get("NEXUS_BACKFILL_TIME_BUDGET", positive_seconds, DEFAULT_TIME_BUDGET),
+            lease_ttl=get("NEXUS_JOB_LEASE_TTL", positive_seconds, DEFAULT_LEASE_TTL),
+            max_deferrals=get("NEXUS_MAX_DEFERRALS", positive_int, DEFAULT_MAX_DEFERRALS),
+            tenant_backfill_concurrency=get("NEXUS_BACKFILL_TENANT_CONCURRENCY", positive_int, 1),
+            max_retries=settings.max_retries,
+            backoff_delay_ms=settings.backoff_delay_ms,
+        )
+
+
+# -- enqueueing ------------------------------------------------------------------------------
+
+
+def job_options(opts: SyncOptions, kind: str) -> dict[str, Any]:
+    from rq import Callback
+
+    timeout = int(max(600, opts.time_budget * 3)) if kind in ("backfill", "delta") else 300
+    return {
+        "retry": queues.retry_policy(opts.max_retries, opts.backoff_delay_ms),
+        "on_failure": Callback(queues.ON_FAILURE),
+        "timeout": timeout,
+    }
+
+
+def enqueue_sync(
+    connection: Any,
+    kind: str,
+    provider: str,
+    tenant_id: str,
+    install_id: str,
+    stream: str | None,
+    *,
+    job_id: str,
+    run_id: str | None,
+    chunk: int = 0,
+    opts: SyncOptions,
+    unique: bool = False,
+    result_ttl: int | None = None,
+) -> Any:
+    """Enqueue one backfill/delta chunk. Backfills carry the tenant's RQ ``RateLimit``; deltas
+    may be ``unique`` (cron slots) since RQ refuses ``unique`` together with a rate limit."""
+    from rq import RateLimit
+
+    name = queues.BACKFILL if kind == "backfill" else queues.DELTA
+    func = queues.JOB_BACKFILL if kind == "backfill" else queues.JOB_DELTA
+    extra: dict[str, Any] = {}
+    if kind == "backfill":
+        extra["rate_limit"] = RateLimit(
+            queues.backfill_rate_limit_key(tenant_id), opts.tenant_backfill_concurrency
+        )
+    if result_ttl is not None:
+        extra["result_ttl"] = result_ttl
+    return queues.queue(name, connection).enqueue_call(
+        func,
+        kwargs={"provider": provider, "tenant_id": tenant_id, "install_id": install_id,
+                "stream": stream, "run_id": run_id, "chunk": chunk},
+        job_id=job_id,
+        unique=unique,
+        description=f"{kind} {provider} {tenant_id}/{install_id} {queues.stream_key(stream)}"
+        + (f" (continued {chunk})" if chunk else ""),
+        **job_options(opts, kind),
+        **extra,
+    )
+
+
+def start_sync(
+    connection: Any,
+    store: Any,
+    kind: str,
+    provider: str,
+    tenant_id: str,
+    install_id: str,
+    stream: str | None = None,
+    *,
+    opts: SyncOptions,
+) -> str:
+    """Start a backfill or delta unless one is active for this installation and stream; returns
+    the id of the job that is (now) active. A backfill whose every stream is complete starts
+    over (a full re-sync); an interrupted one resumes from its checkpoints."""
+    sync = queues.sync_key(kind, provider, tenant_id, install_id, stream)
+    new_id = queues.chunk_job_id(sync, uuid.uuid4().hex, 0)
+    existing = queues.claim_active(connection, sync, new_id)
+    if existing is not None:
+        return existing
+    try:
+        inst = rt.load_installation(store, tenant_id, install_id, provider)
+        if kind == "backfill":
+            _reset_completed_backfill(store, inst, stream)
+        run_id = store.start_run(tenant_id, install_id, kind, stream, job_id=new_id)
+        try:
+            enqueue_sync(connection, kind, provider, tenant_id, install_id, stream,
+                         job_id=new_id, run_id=run_id, opts=opts)
+        except Exception as exc:
+            store.finish_run(tenant_id, run_id, "failed", error=f"not enqueued: {exc}")
+            raise
+    except Exception:
+        queues.handover_active(connection, sync, new_id, None)
+        raise
+    return new_id
+
+
+def sync_streams(inst_config: dict[str, Any], provider: Any, stream: str | None) -> list[str]:
+    if stream is not None:
+        return [stream]
+    configured = inst_config.get("streams")
+    return list(configured or provider.streams or ("default",))
+
+
+def _reset_completed_backfill(store: Any, inst: Any, stream: str | None) -> None:
+    from nexus_core.plugins import load_plugins
+
+    names = sync_streams(inst.config, load_plugins().provider(inst.provider), stream)
+    cps = [store.get_checkpoint(inst.tenant_id, inst.install_id, s, "backfill") for s in names]
+    if all(cp.cursor == BACKFILL_DONE for cp in cps):
+        for s in names:
+            store.reset_checkpoint(inst.tenant_id, inst.install_id, s, "backfill")
