@@ -232,31 +232,27 @@ class IntegrationService:
             client = self._redis = redis_connection(self.settings)
         return client
 
-    def _sync_options(self) -> Any:
-        from nexus_core.sync import SyncOptions
+    def _start(
+        self, kind: str, provider: str, tenant_id: str, install_id: str, stream: str | None
+    ) -> str:
+        from nexus_core.sync import SyncOptions, start_sync
 
-        return SyncOptions.from_settings(self.settings)
+        self.registry.provider(provider)
+        return start_sync(self.redis, self.store, kind, provider, tenant_id, install_id, stream,
+                          opts=SyncOptions.from_settings(self.settings))
 
     def start_backfill(
         self, provider: str, tenant_id: str, install_id: str, stream: str | None = None
     ) -> str:
         """Enqueue a backfill of ``stream`` (None: every stream) and return its job id; while
         one is active for this installation and stream, return that one's id instead."""
-        from nexus_core.sync import start_sync
-
-        self.registry.provider(provider)
-        return start_sync(self.redis, self.store, "backfill", provider, tenant_id, install_id,
-                          stream, opts=self._sync_options())
+        return self._start("backfill", provider, tenant_id, install_id, stream)
 
     def start_delta(
         self, provider: str, tenant_id: str, install_id: str, stream: str | None = None
     ) -> str:
         """Enqueue a delta from the stored delta cursor; an active one's id if there is one."""
-        from nexus_core.sync import start_sync
-
-        self.registry.provider(provider)
-        return start_sync(self.redis, self.store, "delta", provider, tenant_id, install_id,
-                          stream, opts=self._sync_options())
+        return self._start("delta", provider, tenant_id, install_id, stream)
 
     #: The seed's WorkerManager names.
     def schedule_backfill_job(
