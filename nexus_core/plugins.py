@@ -249,8 +249,6 @@ class PluginRegistry:
         """
         from importlib.metadata import entry_points
 
-        allow_set = set(allow) if allow is not None else None
-        deny_set = set(deny)
         # Sorted, so which of two plugins claiming one provider id wins does not depend on the
         # order of sys.path entries.
         for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
@@ -258,7 +256,7 @@ class PluginRegistry:
             dist_name = dist.metadata["Name"] if dist is not None else None
             dist_version = dist.version if dist is not None else None
             names = {ep.name, dist_name}
-            if names & deny_set or (allow_set is not None and not names & allow_set):
+            if not _allowed(names, allow, deny):
                 continue
             if ep.name in self._infos:
                 continue
@@ -271,6 +269,15 @@ class PluginRegistry:
                 continue
             self.register(obj, ep.name, distribution=dist_name, version=dist_version)
         self.pm.check_pending()
+
+
+def _allowed(names: set[str | None], allow: Iterable[str] | None, deny: Iterable[str]) -> bool:
+    """NEXUS_LOAD_PLUGINS / NEXUS_DISABLE_PLUGINS: a plugin may load when none of its
+    ``names`` (entry-point and distribution name) is denied and, with an allow-list, one is
+    allowed."""
+    if names & set(deny):
+        return False
+    return allow is None or bool(names & set(allow))
 
 
 _registry: PluginRegistry | None = None
@@ -299,8 +306,7 @@ def _register_builtin_sink(registry: PluginRegistry, settings: Any) -> None:
     from nexus_core.sinks import builtin_sink
 
     sink = builtin_sink(settings)
-    allow, deny = settings.load_plugins, settings.disable_plugins
-    if sink.name in deny or (allow is not None and sink.name not in allow):
+    if not _allowed({sink.name}, settings.load_plugins, settings.disable_plugins):
         return
     registry.register(sink, sink.name, distribution="nexus-core")
 
