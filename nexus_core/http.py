@@ -20,6 +20,8 @@ from __future__ import annotations
 import base64
 import os
 import re
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -162,8 +164,8 @@ class ProviderSession:
         # (three scans: 10-25% of a request's client time against a fast local server). A
         # worker's environment does not change during a job: read it once per host.
         self.session.trust_env = False
-        self._env_cache: dict[str, dict[str, Any]] = {}
-        adapter = HTTPAdapter(max_retries=retry)
+        self._env_cache: dict[tuple[str, str], dict[str, Any]] = {}
+        adapter = _SharedPoolAdapter(max_retries=retry)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.headers["User-Agent"] = f"nexus-core/{__version__} ({provider.id})"
@@ -471,20 +473,11 @@ class ProviderSession:
     # -- helpers -----------------------------------------------------------------------------
 
     def _environment(self, scheme: str, netloc: str, url: str) -> dict[str, Any]:
-        """What ``requests`` with ``trust_env`` would take from the environment for ``url``:
-        proxies (``HTTPS_PROXY``, ``NO_PROXY``, ...) and ``REQUESTS_CA_BUNDLE``/
-        ``CURL_CA_BUNDLE``. netrc is not read: the session injects credentials itself."""
-        key = f"{scheme}://{netloc}"
+        """:func:`_environment` once per host and session (a job's environment is fixed)."""
+        key = (scheme, netloc)
         env = self._env_cache.get(key)
         if env is None:
-            env = {}
-            proxies = requests.utils.get_environ_proxies(url)
-            if proxies:
-                env["proxies"] = proxies
-            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-            if bundle:
-                env["verify"] = bundle
-            self._env_cache[key] = env
+            env = self._env_cache[key] = _environment(scheme, netloc, url)
         return env
 
     def _resolve(self, url: str, creds: Credentials | None) -> str:
@@ -510,6 +503,87 @@ class ProviderSession:
         if hist is None:
             hist = self._duration[method] = metrics.HTTP_DURATION.labels(self.provider.id, method)
         hist.observe(elapsed)
+
+
+_ENV_CACHE: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+#: The process's connection pools (urllib3 PoolManagers by pool settings), shared by every
+#: ProviderSession: a worker's jobs reuse keep-alive connections to a provider instead of each
+#: job connecting (and TLS-handshaking) again. Pools are keyed by host and TLS settings inside
+#: urllib3; requests carry their own auth headers. A forked child (an RQ work-horse) starts
+#: with none: it never writes to a socket its parent may use.
+_POOLS: dict[tuple[Any, ...], Any] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _forget_pools_in_child() -> None:
+    global _POOLS_LOCK
+    _POOLS.clear()
+    _POOLS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools_in_child)
+
+
+def _environment(scheme: str, netloc: str, url: str) -> dict[str, Any]:
+    """What ``requests`` with ``trust_env`` would take from the environment for ``url``:
+    proxies (``HTTPS_PROXY``, ``NO_PROXY``, ...) and ``REQUESTS_CA_BUNDLE``/
+    ``CURL_CA_BUNDLE``. netrc is not read: the session injects credentials itself.
+
+    Cached per process and host, keyed by those variables' names and values: a changed
+    variable is seen by the next session (each session asks once per host)."""
+    get = os.environ.get
+    # One pass over the environment (requests makes three per request, each lower-casing
+    # every name): the proxy variables in any case, and the CA bundle variables.
+    proxy_vars = tuple(item for item in os.environ.items() if item[0][-6:].lower() == "_proxy")
+    key = (scheme, netloc, proxy_vars, get("REQUESTS_CA_BUNDLE"), get("CURL_CA_BUNDLE"))
+    env = _ENV_CACHE.get(key)
+    if env is None:
+        env = {}
+        # Without proxy variables there is nothing to read on Linux; elsewhere the OS proxy
+        # settings (macOS, Windows) are consulted through requests.
+        if proxy_vars or sys.platform != "linux":
+            proxies = requests.utils.get_environ_proxies(url)
+            if proxies:
+                env["proxies"] = proxies
+        bundle = get("REQUESTS_CA_BUNDLE") or get("CURL_CA_BUNDLE")
+        if bundle:
+            env["verify"] = bundle
+        if len(_ENV_CACHE) >= 1024:
+            _ENV_CACHE.clear()
+        _ENV_CACHE[key] = env
+    return env
+
+
+class _SharedPoolAdapter(HTTPAdapter):
+    """requests' adapter on the process's shared pool manager (see ``_POOLS``); closing a
+    session leaves the shared connections open for the next job."""
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
+                         **pool_kwargs: Any) -> None:
+        from urllib3 import PoolManager
+
+        self._pool_connections = connections
+        self._pool_maxsize = maxsize
+        self._pool_block = block
+        key = (connections, maxsize, block, tuple(sorted(pool_kwargs.items())))
+        with _POOLS_LOCK:
+            pool = _POOLS.get(key)
+            if pool is None:
+                pool = _POOLS[key] = PoolManager(num_pools=connections, maxsize=maxsize,
+                                                 block=block, **pool_kwargs)
+        self.poolmanager = pool
+
+    def close(self) -> None:
+        for proxy in self.proxy_manager.values():
+            proxy.clear()
+
+
+def close_shared_pools() -> None:
+    """Close this process's pooled provider connections (tests; a worker exits with them)."""
+    with _POOLS_LOCK:
+        for pool in _POOLS.values():
+            pool.clear()
 
 
 class _HeaderAuth(requests.auth.AuthBase):

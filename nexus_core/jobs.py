@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -346,8 +346,16 @@ def _sync_stream(
     cursor, seq = cp.cursor, cp.seq
     page: SyncPage | None = fetch(cursor)  # most deltas: 1 page, no thread
     ahead: _ReadAhead | None = None
-    committer = env.store.page_committer(t, i, stream, kind)
-    with committer as commit:  # takes a connection at its first commit only
+    with ExitStack() as stack:
+        # The store's page committer, opened at the first commit: a delta that reads nothing
+        # new never touches the store in this process (a work-horse would set up its own pool).
+        opened: list[Callable[..., bool]] = []
+
+        def commit(cursor: str | None, **kw: Any) -> bool:
+            if not opened:
+                opened.append(stack.enter_context(env.store.page_committer(t, i, stream, kind)))
+            return opened[0](cursor, **kw)
+
         try:
             while True:
                 if page is None:
@@ -511,10 +519,13 @@ def run_delta(provider: str, tenant_id: str, install_id: str, stream: str | None
 
 def run_webhook(provider: str, tenant_id: str, install_id: str, request: dict[str, Any]) -> Any:
     """Normalize one verified delivery with the provider's ``handle_webhook`` and hand the
-    events to ``process_events``. ``request`` is ``converters.unstructure(WebhookRequest)``."""
+    events to ``process_events``. ``request`` is ``converters.unstructure(WebhookRequest)``;
+    without ``body`` (the ingress's jobs), the raw body is read from the job's own hash."""
     from nexus_core.converters import structure
     from nexus_core.models import WebhookRequest
 
+    if "body" not in request:
+        request = {**request, "body": _stored_webhook_body(provider, tenant_id, install_id)}
     req = structure(request, WebhookRequest)
     with _job_env(provider, tenant_id, install_id) as env:
         ctx = rt.build_context(env.store, env.registry, tenant_id, install_id, provider=provider,
@@ -529,6 +540,34 @@ def run_webhook(provider: str, tenant_id: str, install_id: str, request: dict[st
         finally:
             rt.close_context(ctx)
         return {"events": len(events)}
+
+
+def webhook_request_of(job: Any) -> Any:
+    """The :class:`~nexus_core.models.WebhookRequest` an RQ webhook job carries: its JSON
+    arguments plus the raw body kept in the job's hash (``queues.WEBHOOK_BODY_FIELD``)."""
+    from nexus_core.converters import structure
+    from nexus_core.models import WebhookRequest
+
+    request = job.kwargs["request"]
+    if "body" not in request:
+        request = {**request, "body": job.connection.hget(job.key, queues.WEBHOOK_BODY_FIELD)
+                   or b""}
+    return structure(request, WebhookRequest)
+
+
+def _stored_webhook_body(provider: str, tenant_id: str, install_id: str) -> bytes:
+    from rq import get_current_job
+
+    job = get_current_job()
+    body = job.connection.hget(job.key, queues.WEBHOOK_BODY_FIELD) if job is not None else None
+    if body is None:
+        where = f"job {job.id}" if job is not None else "a call outside an RQ job"
+        raise NexusError(
+            f"webhook {provider} {tenant_id}/{install_id}: {where} has no delivery body (field "
+            f"{queues.WEBHOOK_BODY_FIELD!r} of its RQ hash); it cannot be processed — the "
+            "provider's own retry or redelivery is the way to get it again"
+        )
+    return body
 
 
 def run_health_check(provider: str, tenant_id: str, install_id: str) -> Any:

@@ -34,6 +34,8 @@ JOB_BACKFILL = "nexus_core.jobs.run_backfill"
 JOB_DELTA = "nexus_core.jobs.run_delta"
 JOB_WEBHOOK = "nexus_core.jobs.run_webhook"
 JOB_HEALTH = "nexus_core.jobs.run_health_check"
+#: Field of a webhook job's RQ hash holding the delivery's raw body (not in the JSON arguments).
+WEBHOOK_BODY_FIELD = "nexus_webhook_body"
 #: RQ ``on_failure`` callback of every sync job (fail-fast classification, run bookkeeping).
 ON_FAILURE = "nexus_core.jobs.on_job_failure"
 
@@ -194,6 +196,18 @@ def _driver_info() -> dict[str, Any]:
     return _driver
 
 
+def _script(source: str) -> Any:
+    """A redis-py ``Script`` bound to no client (pass ``client=``): EVALSHA, loaded on first
+    use by each server, instead of sending the source with every EVAL."""
+    from redis.commands.core import Script
+
+    return Script(None, source.encode())
+
+
+_CLAIM_ACTIVE = _script(CLAIM_ACTIVE_LUA)
+_HANDOVER_ACTIVE = _script(HANDOVER_ACTIVE_LUA)
+
+
 def queue(name: str, connection: Any) -> Any:
     """An RQ queue using the JSON serializer — job payloads are never pickled."""
     from rq import Queue
@@ -207,9 +221,10 @@ def claim_active(connection: Any, sync: str, new_job_id: str) -> str | None:
     job's id (nothing changed) or None (claimed: enqueue ``new_job_id`` now)."""
     from rq.job import Job
 
-    current = connection.eval(
-        CLAIM_ACTIVE_LUA, 1, active_key(sync), new_job_id, Job.redis_job_namespace_prefix,
-        *ACTIVE_STATUSES,
+    current = _CLAIM_ACTIVE(
+        keys=[active_key(sync)], args=[new_job_id, Job.redis_job_namespace_prefix,
+                                       *ACTIVE_STATUSES],
+        client=connection,
     )
     if current is None:
         return None
@@ -219,9 +234,8 @@ def claim_active(connection: Any, sync: str, new_job_id: str) -> str | None:
 def handover_active(connection: Any, sync: str, from_job_id: str, to_job_id: str | None) -> bool:
     """Point ``sync``'s marker at ``to_job_id`` (None: clear it) if it still names
     ``from_job_id``."""
-    return bool(
-        connection.eval(HANDOVER_ACTIVE_LUA, 1, active_key(sync), from_job_id, to_job_id or "")
-    )
+    return bool(_HANDOVER_ACTIVE(keys=[active_key(sync)], args=[from_job_id, to_job_id or ""],
+                                 client=connection))
 
 
 def active_job_id(connection: Any, sync: str) -> str | None:

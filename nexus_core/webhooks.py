@@ -4,8 +4,9 @@
 ``IntegrationService.process_webhook``. The order of work is fixed and is the security argument:
 body cap (413) → signature and timestamp (401) → parse → route to installations → dedupe by
 delivery id in Redis (a duplicate is a 200 with nothing enqueued) → enqueue one job per delivery
-and installation (one Redis transaction together with the dedupe marks) → 200. Redis
-unreachable → 503: a delivery is never acknowledged unless its job is in the queue.
+and installation (one Lua script per installation sets the dedupe mark and writes the job, in
+one round trip) → 200. Redis unreachable → 503: a delivery is never acknowledged unless its job
+is in the queue.
 
 The signature schemes live in :mod:`nexus_core.webhook_schemes` and are re-exported here
 (``from nexus_core.webhooks import verify_hubspot_v3`` keeps working).
@@ -14,13 +15,13 @@ The signature schemes live in :mod:`nexus_core.webhook_schemes` and are re-expor
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attrs
+import orjson
 from loguru import logger
 from prometheus_client import Counter, Histogram
 
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
     from nexus_core.plugins import PluginRegistry
 
 __all__ = [
-    "DEFAULT_DEDUPE_TTL", "DEFAULT_MAX_BODY", "DEFAULT_TOLERANCE", "PENDING_TTL", "SCHEMES",
+    "DEFAULT_DEDUPE_TTL", "DEFAULT_MAX_BODY", "DEFAULT_TOLERANCE", "SCHEMES",
     "Check", "IngressOptions", "IngressResult", "Target", "Verifier", "WebhookIngress",
     "configured_secrets", "delivery_id", "hubspot_uri", "ingest_webhook", "parse_stripe_header",
     "public_request_url", "record_outcome", "sign_hubspot_v1", "sign_hubspot_v2",
@@ -70,8 +71,6 @@ __all__ = [
 
 DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_DEDUPE_TTL = 3 * 24 * 3600
-#: How long a delivery is marked "being enqueued" before a retry may take over (crash safety).
-PENDING_TTL = 60
 
 # -- ingress -----------------------------------------------------------------------------------
 
@@ -208,6 +207,8 @@ class WebhookIngress:
         self._find_installation = find_installation
         self._find_by_account = find_by_account
         self._queue: Any = None
+        self._enqueue_script: Any = None
+        self._retry: tuple[Any] | None = None
         self._routes: dict[tuple[str, ...], tuple[float, Any]] = {}
 
     # -- lookups (the one place routing touches the store) ----------------------------------
@@ -313,7 +314,7 @@ class WebhookIngress:
         self.check_size(len(request.body))
         self.verify(provider, request)
         try:
-            payload = json.loads(request.body)
+            payload = orjson.loads(request.body)
         except (UnicodeDecodeError, ValueError):
             raise WebhookRejected("body is not JSON", status=400) from None
         if (
@@ -339,7 +340,7 @@ class WebhookIngress:
         id, the existing one for a replay."""
         provider = self.registry.provider(provider_id)
         try:
-            payload = json.loads(request.body)
+            payload = orjson.loads(request.body)
         except (UnicodeDecodeError, ValueError):
             payload = None
         events = payload if isinstance(payload, list) else [] if payload is None else [payload]
@@ -422,68 +423,98 @@ class WebhookIngress:
     def _enqueue(
         self, provider: Provider, request: WebhookRequest, targets: list[Target]
     ) -> tuple[list[str], list[str]]:
-        """Enqueue the targets not seen before; returns (new job ids, job ids of replays)."""
+        """Enqueue the targets not seen before; returns (new job ids, job ids of replays).
+
+        One round trip: per target, :data:`_ENQUEUE_SCRIPT` sets the dedupe mark and writes
+        the RQ job (hash as ``Job.to_dict`` makes it, queue push, queue registration) atomically,
+        or does nothing for a replay. A crash can therefore never leave a mark without its job
+        (a delivery acknowledged but lost) nor a job without its mark.
+        """
         if not targets:
             return [], []
-        from rq import Callback, Queue
+        from rq import Callback
+        from rq.job import JobStatus
 
         from nexus_core.converters import unstructure
 
         provider_ttl = provider.webhook.dedupe_ttl if provider.webhook else 0
         ttl = int(max(self.options.dedupe_ttl, provider_ttl))
-        keys = [self.seen_key(provider.id, t) for t in targets]
-        # 1. claim each (installation, delivery) with a short "pending" mark
-        if len(keys) == 1:  # the common case: one round trip without a pipeline object
-            claimed = [self.redis.set(keys[0], b"pending", nx=True, ex=PENDING_TTL)]
-        else:
-            with self.redis.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.set(key, b"pending", nx=True, ex=PENDING_TTL)
-                claimed = pipe.execute()
-        fresh = [(t, k) for t, k, ok in zip(targets, keys, claimed, strict=True) if ok]
-        taken = [(t, k) for t, k, ok in zip(targets, keys, claimed, strict=True) if not ok]
-        if taken:
-            states = self.redis.mget([k for _, k in taken])
-            if any(s != b"done" for s in states):
-                # Another request holds the claim and may still fail: let the provider retry.
-                self._release([k for _, k in fresh])
-                raise WebhookRejected("delivery is being processed, retry later", status=503)
-        duplicates = [self.job_id(provider.id, t) for t, _ in taken]
-        if not fresh:
-            return [], duplicates
-        # 2. enqueue the jobs and turn the claims into "done" marks, in one transaction
-        body = unstructure(request)
-        retry = queues.retry_policy(self.settings.max_retries, self.settings.backoff_delay_ms)
-        datas = [
-            Queue.prepare_data(
-                queues.JOB_WEBHOOK,
-                kwargs={"provider": provider.id, "tenant_id": t.tenant_id,
-                        "install_id": t.install_id, "request": body},
-                job_id=self.job_id(provider.id, t),
-                description=f"webhook {provider.id} {t.tenant_id}/{t.install_id}",
-                retry=retry,
-                on_failure=Callback(queues.ON_FAILURE),
-            )
-            for t, _ in fresh
-        ]
-        try:
-            with self.redis.pipeline() as pipe:
-                jobs = self.queue().enqueue_many(datas, pipeline=pipe)
-                for _, key in fresh:
-                    pipe.set(key, b"done", ex=ttl)
-                pipe.execute()
-        except Exception:
-            self._release([k for _, k in fresh])
-            raise
-        return [j.id for j in jobs], duplicates
+        queue = self.queue()
+        # The raw body goes into each job's own Redis hash (queues.WEBHOOK_BODY_FIELD), not
+        # into its JSON arguments: RQ would base64-encode, JSON-encode and zlib-compress ~30 KB
+        # per delivery (most of the ingress's CPU). The field lives and expires with the job
+        # hash (RQ's saves only add fields), so a retried or requeued job still has its body.
+        meta = {"method": request.method, "url": request.url, "headers": request.headers,
+                "received_at": unstructure(request.received_at)}
+        if self._retry is None:
+            self._retry = (queues.retry_policy(self.settings.max_retries,
+                                               self.settings.backoff_delay_ms),)
+        retry = self._retry[0]
+        script = self._script()
+        ids = [self.job_id(provider.id, t) for t in targets]
+        # One target (the common case): a plain EVALSHA. Several: one pipelined round trip
+        # (redis-py checks the script is loaded first, one more).
+        with self.redis.pipeline(transaction=False) as pipe:
+            client = pipe if len(targets) > 1 else self.redis
+            fresh = []
+            for target, job_id in zip(targets, ids, strict=True):
+                job = queue.create_job(
+                    queues.JOB_WEBHOOK,
+                    kwargs={"provider": provider.id, "tenant_id": target.tenant_id,
+                            "install_id": target.install_id, "request": meta},
+                    job_id=job_id,
+                    description=f"webhook {provider.id} {target.tenant_id}/{target.install_id}",
+                    retry=retry,
+                    on_failure=Callback(queues.ON_FAILURE),
+                    status=JobStatus.QUEUED,
+                )
+                # What Queue._enqueue_async_job sets before saving (origin, enqueued_at,
+                # default timeout, status); the script then does its HSET/RPUSH.
+                queue._prepare_for_queue(job)
+                fields: list[Any] = []
+                for name, value in job.to_dict().items():
+                    if value is not None:
+                        fields += (name, value if isinstance(value, bytes | str) else str(value))
+                fresh.append(script(
+                    keys=[self.seen_key(provider.id, target), job.key, queue.key,
+                          queue.redis_queues_keys],
+                    args=[job_id, ttl, job.ttl if job.ttl else -1, queues.WEBHOOK_BODY_FIELD,
+                          request.body, *fields],
+                    client=client,
+                ))
+            if client is pipe:
+                fresh = pipe.execute()
+        jobs = [i for i, ok in zip(ids, fresh, strict=True) if ok]
+        duplicates = [i for i, ok in zip(ids, fresh, strict=True) if not ok]
+        return jobs, duplicates
 
-    def _release(self, keys: list[str]) -> None:
-        if not keys:
-            return
-        try:
-            self.redis.delete(*keys)
-        except Exception as exc:  # the claims expire after PENDING_TTL anyway
-            logger.warning("could not release webhook claims: {}", exc)
+    def _script(self) -> Any:
+        if self._enqueue_script is None:
+            self._enqueue_script = self.redis.register_script(_ENQUEUE_SCRIPT)
+        return self._enqueue_script
+
+
+#: Claim a delivery for an installation and enqueue its RQ job, atomically (RQ's own
+#: ``UNIQUE_ENQUEUE_SCRIPT`` does the same HSET/EXPIRE/RPUSH, keyed on the job hash; ours is keyed
+#: on the dedupe mark, which outlives the job for the provider's retry window). The mark is
+#: written last: Redis does not roll a script back, so a failing write (a key of the wrong type)
+#: leaves no mark behind and the provider's retry is enqueued.
+#: KEYS: dedupe mark, job hash, queue list, RQ's set of queues.
+#: ARGV: job id, dedupe TTL, job TTL (-1: none), body field, body, job hash field/value pairs.
+_ENQUEUE_SCRIPT = """
+if redis.call("EXISTS", KEYS[1]) == 1 then
+    return 0
+end
+redis.call("HSET", KEYS[2], ARGV[4], ARGV[5], unpack(ARGV, 6))
+local ttl = tonumber(ARGV[3])
+if ttl and ttl > 0 then
+    redis.call("EXPIRE", KEYS[2], ttl)
+end
+redis.call("RPUSH", KEYS[3], ARGV[1])
+redis.call("SADD", KEYS[4], KEYS[3])
+redis.call("SET", KEYS[1], "done", "EX", ARGV[2])
+return 1
+"""
 
 
 # -- metrics -----------------------------------------------------------------------------------

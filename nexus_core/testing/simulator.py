@@ -1,7 +1,8 @@
 """A local provider-simulator harness for tests, benchmarks and demos.
 
-* :class:`SimulatorServer` — any WSGI app on a free ``127.0.0.1`` port, one thread per request,
-  started and stopped around a test (``with SimulatorServer(app) as server: server.url``).
+* :class:`SimulatorServer` — any WSGI app on a free ``127.0.0.1`` port, HTTP/1.1 with
+  persistent connections (one thread per connection), started and stopped around a test
+  (``with SimulatorServer(app) as server: server.url``).
 * :class:`PagedRecords` — a paged records API (``GET /records?cursor=N&limit=M`` → ``{"results":
   [...], "next": "..." | null}``; ``GET /changes?cursor=C`` → one page of changes) with fault
   injection: fail a page with a status a given number of times, answer 429 with ``Retry-After``,
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
 from nexus_core.errors import ProviderError
 from nexus_core.hookspecs import hookimpl
@@ -47,13 +48,62 @@ class _QuietHandler(WSGIRequestHandler):
         return str(self.client_address[0])
 
 
+class _ServerHandler11(ServerHandler):
+    http_version = "1.1"
+    has_length = False
+
+    def cleanup_headers(self) -> None:
+        super().cleanup_headers()
+        self.has_length = "Content-Length" in self.headers  # type: ignore[operator]
+
+
+class _KeepAliveHandler(_QuietHandler):
+    """HTTP/1.1 with persistent connections, as real provider APIs answer (wsgiref's handler
+    serves one request per connection: every request would pay a TCP connect and a server
+    thread). A connection is closed after a response without Content-Length, after a request
+    with a body (wsgiref cannot tell whether the app read all of it), and on
+    ``Connection: close``."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self._handle_one()
+        while not self.close_connection:
+            self._handle_one()
+
+    def _handle_one(self) -> None:
+        self.raw_requestline = self.rfile.readline(65537)
+        if not self.raw_requestline:
+            self.close_connection = True
+            return
+        if len(self.raw_requestline) > 65536:
+            self.requestline, self.request_version, self.command = "", "", ""
+            self.send_error(414)
+            self.close_connection = True
+            return
+        if not self.parse_request():  # sets close_connection from the version and headers
+            return
+        has_body = int(self.headers.get("Content-Length") or 0) > 0 or \
+            "Transfer-Encoding" in self.headers
+        handler = _ServerHandler11(self.rfile, self.wfile, self.get_stderr(), self.get_environ(),
+                                   multithread=True)
+        handler.request_handler = self  # type: ignore[attr-defined]
+        handler.run(self.server.get_app())  # type: ignore[attr-defined]
+        if has_body or not handler.has_length:
+            self.close_connection = True
+
+
 class SimulatorServer:
     """Serve ``app`` on a free 127.0.0.1 port in a background thread."""
 
-    def __init__(self, app: WSGIApp, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: WSGIApp, *, host: str = "127.0.0.1", port: int = 0,
+                 keep_alive: bool = True) -> None:
         self.app = app
         self._server = make_server(host, port, app, server_class=_ThreadingWSGIServer,
-                                   handler_class=_QuietHandler)
+                                   handler_class=_KeepAliveHandler if keep_alive
+                                   else _QuietHandler)
         self.host, self.port = self._server.server_address[:2]
         self._thread: threading.Thread | None = None
 

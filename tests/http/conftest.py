@@ -33,6 +33,8 @@ class Seen:
     headers: dict[str, str]
     body: bytes
     at: float
+    #: The client's source port: requests with the same port came on one connection.
+    port: int = 0
 
 
 Answer = tuple[int, dict[str, str], bytes] | object
@@ -50,7 +52,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        seen = Seen(self.command, self.path, dict(self.headers.items()), body, time.monotonic())
+        seen = Seen(self.command, self.path, dict(self.headers.items()), body, time.monotonic(),
+                    self.client_address[1])
         with self.server.lock:
             self.server.seen.append(seen)
         answer = self.server.app(seen)

@@ -305,3 +305,68 @@ def test_default_rate_limit_headers_feed_rate_limit_status(provider_server, open
     assert session.rate_limit_status() is None
     session.get("/a")
     assert session.rate_limit_status() == {"max": 100, "remaining": 42}
+
+
+def test_sessions_of_one_process_share_keep_alive_connections(provider_server, open_session):
+    """One job's session after another (a worker's jobs): the second reuses the connection the
+    first opened instead of connecting again."""
+    first = open_session(provider_server.url)
+    first.get("/a")
+    first.close()  # what the job harness does at the end of a job
+    second = open_session(provider_server.url)
+    second.get("/b")
+    a, b = provider_server.seen
+    assert a.port == b.port
+
+
+def test_a_forked_child_opens_its_own_connection(provider_server, open_session):
+    """A work-horse must never write to a socket its parent pooled: after fork the child's
+    requests go over a new connection, and the parent's keep working on theirs."""
+    import os
+
+    session = open_session(provider_server.url)
+    session.get("/parent-1")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a new session, as a work-horse's job builds one
+        code = 1
+        try:
+            from nexus_core.http import ProviderSession
+
+            from .conftest import make_provider, make_settings
+
+            child = ProviderSession(make_provider(), tenant_id="t1", install_id="i1",
+                                    settings=make_settings(provider_server.url))
+            code = 0 if child.get("/child").status_code == 200 else 1
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"\x00"
+    os.waitpid(pid, 0)
+    session.get("/parent-2")
+    by_path = {s.path: s.port for s in provider_server.seen}
+    assert by_path["/child"] != by_path["/parent-1"]
+    assert by_path["/parent-2"] == by_path["/parent-1"]
+
+
+def test_proxy_variables_are_honoured_and_read_again_by_the_next_session(
+    provider_server, open_session, monkeypatch
+):
+    """HTTP_PROXY routes the request through the proxy (absolute-form request target); the
+    per-process cache is keyed by the variables, so a session opened after they change sees
+    the change; NO_PROXY bypasses."""
+    monkeypatch.setenv("HTTP_PROXY", provider_server.url)
+    proxied = open_session("")
+    assert proxied.get("http://provider.invalid/via-proxy").status_code == 200
+    assert provider_server.seen[-1].path == "http://provider.invalid/via-proxy"
+
+    monkeypatch.setenv("NO_PROXY", "provider.invalid")
+    with pytest.raises(ProviderError, match="provider.invalid"):
+        open_session("").get("http://provider.invalid/bypassed")
+
+    monkeypatch.delenv("HTTP_PROXY")
+    monkeypatch.delenv("NO_PROXY")
+    direct = open_session("")
+    assert direct.get(provider_server.url + "/direct").status_code == 200
+    assert provider_server.seen[-1].path == "/direct"

@@ -85,9 +85,11 @@ def test_webhook_job_normalizes_the_delivery_and_hands_events_to_the_sinks(sync_
                          json.dumps([{"id": "e1"}, {"id": "e2"}]).encode())
     jid = sync_env.service().schedule_webhook_job("sim", "t1", "i1", req)
     assert sync_env.service().schedule_webhook_job("sim", "t1", "i1", req) == jid
-    # what the web app enqueues: the unstructured request
-    assert queues.queue(queues.WEBHOOK, sync_env.redis).jobs[0].kwargs["request"] == \
-        unstructure(req)
+    # what the web app enqueues: the request, its raw body in the job's hash
+    from nexus_core.jobs import webhook_request_of
+
+    queued = webhook_request_of(queues.queue(queues.WEBHOOK, sync_env.redis).jobs[0])
+    assert unstructure(queued) == unstructure(req)
     sync_env.work()
     assert [e.id for e in sync_env.sink.events] == ["e1", "e2"]
 
