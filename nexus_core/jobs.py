@@ -559,7 +559,10 @@ def _stored_webhook_body(provider: str, tenant_id: str, install_id: str) -> byte
     from rq import get_current_job
 
     job = get_current_job()
-    body = job.connection.hget(job.key, queues.WEBHOOK_BODY_FIELD) if job is not None else None
+    # A nexus worker's job class kept it from the dequeue's HGETALL; else one HGET.
+    body = getattr(job, "webhook_body", None)
+    if body is None and job is not None:
+        body = job.connection.hget(job.key, queues.WEBHOOK_BODY_FIELD)
     if body is None:
         where = f"job {job.id}" if job is not None else "a call outside an RQ job"
         raise NexusError(

@@ -97,6 +97,7 @@ class _NexusWorkerMixin:
         self.lease_ttl = SyncOptions.from_settings(settings).lease_ttl
         self.recovery_interval = max(1.0, self.lease_ttl / 3)
         kwargs["serializer"] = JSONSerializer
+        kwargs.setdefault("job_class", _job_class())
         # The idle dequeue blocks for worker_ttl - 15 s; keep it short so idle workers sweep.
         kwargs.setdefault("worker_ttl", 15 + max(1, int(self.recovery_interval)))
         super().__init__(queues_, *args, **kwargs)  # type: ignore[call-arg]
@@ -149,6 +150,32 @@ class _NexusWorkerMixin:
         if horse:  # the job finishes its page, commits and enqueues its continuation
             with contextlib.suppress(OSError):
                 os.kill(horse, signal.SIGTERM)
+
+
+_JOB_CLASS: type | None = None
+
+
+def _job_class() -> type:
+    """RQ's ``Job`` keeping the webhook body field (``queues.WEBHOOK_BODY_FIELD``) of the hash
+    RQ's dequeue already read with HGETALL: the webhook job need not fetch it again."""
+    global _JOB_CLASS
+    if _JOB_CLASS is None:
+        from rq.job import Job
+
+        field = queues.WEBHOOK_BODY_FIELD.encode()
+
+        class NexusJob(Job):
+            webhook_body: bytes | None = None
+
+            def restore(self, raw_data: Any) -> Any:
+                out = super().restore(raw_data)
+                body = raw_data.get(field)
+                self.webhook_body = body if isinstance(body, bytes) else None
+                return out
+
+        NexusJob.__module__ = __name__
+        _JOB_CLASS = NexusJob
+    return _JOB_CLASS
 
 
 def _classes() -> tuple[type, type]:

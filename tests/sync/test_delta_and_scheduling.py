@@ -90,8 +90,47 @@ def test_webhook_job_normalizes_the_delivery_and_hands_events_to_the_sinks(sync_
 
     queued = webhook_request_of(queues.queue(queues.WEBHOOK, sync_env.redis).jobs[0])
     assert unstructure(queued) == unstructure(req)
+    sync_env.redis.config_resetstat()
     sync_env.work()
     assert [e.id for e in sync_env.sink.events] == ["e1", "e2"]
+    # the body came with the worker's own HGETALL of the job: no second read of the hash
+    assert "cmdstat_hget" not in sync_env.redis.info("commandstats")
+
+
+def test_a_failed_webhook_job_keeps_its_body_and_succeeds_when_requeued(sync_env):
+    """The raw body lives in the job's hash: a job moved to the dead-letter queue and requeued
+    (RQ re-saves the job) still carries it."""
+    import json
+
+    from rq.registry import FailedJobRegistry
+
+    from nexus_core import WebhookEvent, WebhookRequest, hookimpl
+
+    attempts = []
+
+    class Hooks:
+        @hookimpl
+        def handle_webhook(self, ctx, request):
+            attempts.append(request.body)
+            if len(attempts) == 1:
+                raise PermissionError("sink down")  # not retryable: straight to the DLQ
+            return [WebhookEvent(id=e["id"], type="x", provider="sim")
+                    for e in json.loads(request.body)]
+
+    sync_env.registry.register(Hooks(), "hooks")
+    sync_env.store.add_installation("t1", "i1", "sim", config={})
+    body = json.dumps([{"id": "e1"}]).encode()
+    jid = sync_env.service().schedule_webhook_job(
+        "sim", "t1", "i1", WebhookRequest("POST", "http://x/webhooks/sim", {}, body))
+    sync_env.redis.hset(f"rq:job:{jid}", "retries_left", 0)  # no automatic retry
+    sync_env.work(["webhook"])
+    failed = FailedJobRegistry(queues.WEBHOOK, connection=sync_env.redis,
+                               serializer=queues.queue(queues.WEBHOOK, sync_env.redis).serializer)
+    assert failed.get_job_ids() == [jid]
+    failed.requeue(jid)
+    sync_env.work(["webhook"])
+    assert attempts == [body, body]
+    assert [e.id for e in sync_env.sink.events] == ["e1"]
 
 
 def test_health_check_job_returns_the_health(sync_env):
