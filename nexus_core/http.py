@@ -579,13 +579,6 @@ class _SharedPoolAdapter(HTTPAdapter):
             proxy.clear()
 
 
-def close_shared_pools() -> None:
-    """Close this process's pooled provider connections (tests; a worker exits with them)."""
-    with _POOLS_LOCK:
-        for pool in _POOLS.values():
-            pool.clear()
-
-
 class _HeaderAuth(requests.auth.AuthBase):
     """Sets the credential header on the prepared request (a ``requests`` auth hook: cheaper
     than merging a headers dict per call, and it keeps netrc out)."""

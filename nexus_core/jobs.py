@@ -550,19 +550,24 @@ def webhook_request_of(job: Any) -> Any:
 
     request = job.kwargs["request"]
     if "body" not in request:
-        request = {**request, "body": job.connection.hget(job.key, queues.WEBHOOK_BODY_FIELD)
-                   or b""}
+        request = {**request, "body": _hash_body(job) or b""}
     return structure(request, WebhookRequest)
+
+
+def _hash_body(job: Any) -> bytes | None:
+    """The body field of ``job``'s hash: kept by a nexus worker's job class from the dequeue's
+    HGETALL, else one HGET."""
+    body = getattr(job, "webhook_body", None)
+    if body is None:
+        body = job.connection.hget(job.key, queues.WEBHOOK_BODY_FIELD)
+    return body
 
 
 def _stored_webhook_body(provider: str, tenant_id: str, install_id: str) -> bytes:
     from rq import get_current_job
 
     job = get_current_job()
-    # A nexus worker's job class kept it from the dequeue's HGETALL; else one HGET.
-    body = getattr(job, "webhook_body", None)
-    if body is None and job is not None:
-        body = job.connection.hget(job.key, queues.WEBHOOK_BODY_FIELD)
+    body = _hash_body(job) if job is not None else None
     if body is None:
         where = f"job {job.id}" if job is not None else "a call outside an RQ job"
         raise NexusError(

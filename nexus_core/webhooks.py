@@ -208,7 +208,7 @@ class WebhookIngress:
         self._find_by_account = find_by_account
         self._queue: Any = None
         self._enqueue_script: Any = None
-        self._retry: tuple[Any] | None = None
+        self._retry = queues.retry_policy(settings.max_retries, settings.backoff_delay_ms)
         self._routes: dict[tuple[str, ...], tuple[float, Any]] = {}
 
     # -- lookups (the one place routing touches the store) ----------------------------------
@@ -446,43 +446,40 @@ class WebhookIngress:
         # hash (RQ's saves only add fields), so a retried or requeued job still has its body.
         meta = {"method": request.method, "url": request.url, "headers": request.headers,
                 "received_at": unstructure(request.received_at)}
-        if self._retry is None:
-            self._retry = (queues.retry_policy(self.settings.max_retries,
-                                               self.settings.backoff_delay_ms),)
-        retry = self._retry[0]
         script = self._script()
         ids = [self.job_id(provider.id, t) for t in targets]
         # One target (the common case): a plain EVALSHA. Several: one pipelined round trip
         # (redis-py checks the script is loaded first, one more).
-        with self.redis.pipeline(transaction=False) as pipe:
-            client = pipe if len(targets) > 1 else self.redis
-            fresh = []
-            for target, job_id in zip(targets, ids, strict=True):
-                job = queue.create_job(
-                    queues.JOB_WEBHOOK,
-                    kwargs={"provider": provider.id, "tenant_id": target.tenant_id,
-                            "install_id": target.install_id, "request": meta},
-                    job_id=job_id,
-                    description=f"webhook {provider.id} {target.tenant_id}/{target.install_id}",
-                    retry=retry,
-                    on_failure=Callback(queues.ON_FAILURE),
-                    status=JobStatus.QUEUED,
-                )
-                # What Queue._enqueue_async_job sets before saving (origin, enqueued_at,
-                # default timeout, status); the script then does its HSET/RPUSH.
-                queue._prepare_for_queue(job)
-                fields: list[Any] = []
-                for name, value in job.to_dict().items():
-                    if value is not None:
-                        fields += (name, value if isinstance(value, bytes | str) else str(value))
-                fresh.append(script(
-                    keys=[self.seen_key(provider.id, target), job.key, queue.key,
-                          queue.redis_queues_keys],
-                    args=[job_id, ttl, job.ttl if job.ttl else -1, queues.WEBHOOK_BODY_FIELD,
-                          request.body, *fields],
-                    client=client,
-                ))
-            if client is pipe:
+        pipe = self.redis.pipeline(transaction=False) if len(targets) > 1 else None
+        client = pipe if pipe is not None else self.redis
+        fresh = []
+        for target, job_id in zip(targets, ids, strict=True):
+            job = queue.create_job(
+                queues.JOB_WEBHOOK,
+                kwargs={"provider": provider.id, "tenant_id": target.tenant_id,
+                        "install_id": target.install_id, "request": meta},
+                job_id=job_id,
+                description=f"webhook {provider.id} {target.tenant_id}/{target.install_id}",
+                retry=self._retry,
+                on_failure=Callback(queues.ON_FAILURE),
+                status=JobStatus.QUEUED,
+            )
+            # What Queue._enqueue_async_job sets before saving (origin, enqueued_at,
+            # default timeout, status); the script then does its HSET/RPUSH.
+            queue._prepare_for_queue(job)
+            fields: list[Any] = []
+            for name, value in job.to_dict().items():
+                if value is not None:
+                    fields += (name, value if isinstance(value, bytes | str) else str(value))
+            fresh.append(script(
+                keys=[self.seen_key(provider.id, target), job.key, queue.key,
+                      queue.redis_queues_keys],
+                args=[job_id, ttl, job.ttl if job.ttl else -1, queues.WEBHOOK_BODY_FIELD,
+                      request.body, *fields],
+                client=client,
+            ))
+        if pipe is not None:
+            with pipe:
                 fresh = pipe.execute()
         jobs = [i for i, ok in zip(ids, fresh, strict=True) if ok]
         duplicates = [i for i, ok in zip(ids, fresh, strict=True) if not ok]
