@@ -22,13 +22,9 @@ from loguru import logger
 
 from nexus_core import queues
 
-DEFAULT_INTERVAL = 300
-
 
 def _interval(settings: Any) -> int:
-    from nexus_core.config import positive_int
-
-    return settings.get_parsed("NEXUS_DELTA_INTERVAL", positive_int, DEFAULT_INTERVAL)
+    return int(settings.delta_interval)
 
 
 def enqueue_slot(connection: Any, store: Any, slot: int, *, interval: int, opts: Any) -> list[str]:

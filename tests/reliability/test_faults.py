@@ -32,7 +32,7 @@ def test_backfill_resumes_from_last_checkpoint_after_worker_kill(make_cluster, r
     wait(lambda: seq() == 50 and c.store.list_runs("t1", "i1")[0].status == "succeeded",
              timeout=60, what="the backfill to complete on the new worker")
     recovered_in = time.monotonic() - started
-    delivered = c.delivered(c.tmp / "sink" / "t1" / "records.jsonl")
+    delivered = c.delivered(c.tmp / "sink" / "t1" / "sim" / "streams" / "records.jsonl")
     assert len(delivered) == 5000  # every record id reached the sink
     twice = [i for i, n in delivered.items() if n > 1]
     assert len(twice) <= 100 and max(delivered.values()) <= 2  # at most one page twice
@@ -67,7 +67,7 @@ def test_worker_reconnects_after_redis_restart_and_every_job_completes(make_clus
             what="every backfill to complete after the restart")
         for i in ids:
             assert c.store.get_checkpoint("t1", i, "records", "backfill").seq == 10
-        delivered = c.delivered(c.tmp / "sink" / "t1" / "records.jsonl")
+        delivered = c.delivered(c.tmp / "sink" / "t1" / "sim" / "streams" / "records.jsonl")
         assert len(delivered) == 1000 and sum(delivered.values()) >= 8000
 
 
@@ -116,7 +116,7 @@ def test_sigterm_finishes_the_page_commits_and_leaves_a_continuation(make_cluste
     assert q.finished_job_registry.get_job_ids() == [job_id]
     continuation = q.job_ids
     assert continuation == [job_id.rsplit("__", 1)[0] + "__1"]
-    delivered = c.delivered(c.tmp / "sink" / "t1" / "records.jsonl")
+    delivered = c.delivered(c.tmp / "sink" / "t1" / "sim" / "streams" / "records.jsonl")
     assert len(delivered) == stopped_at * 100 and set(delivered.values()) == {1}
 
     # `nexus sync backfill --wait` follows the run across the continuation to the end
@@ -130,5 +130,5 @@ def test_sigterm_finishes_the_page_commits_and_leaves_a_continuation(make_cluste
     result = json.loads(out.stdout)
     assert result["status"] == "succeeded" and result["records"] == 3000
     assert result["pages"] == 30
-    delivered = c.delivered(c.tmp / "sink" / "t1" / "records.jsonl")
+    delivered = c.delivered(c.tmp / "sink" / "t1" / "sim" / "streams" / "records.jsonl")
     assert len(delivered) == 3000 and set(delivered.values()) == {1}
