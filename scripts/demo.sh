@@ -38,7 +38,7 @@ nexus installs list --tenant acme
 
 step "Backfill every stream on a worker (checkpointed page by page)"
 nexus sync backfill example --tenant acme --install acme-example
-nexus run-worker --burst --queues integration-backfill 2>/dev/null
+nexus run-worker --burst --workers 1 --queues integration-backfill 2>/dev/null
 nexus runs list --tenant acme
 
 step "A signed webhook through nexus serve (Standard Webhooks signature, verified and routed)"
@@ -63,11 +63,11 @@ for label, sig in (("genuine", headers["webhook-signature"]), ("forged", "v1,AAA
     except urllib.error.HTTPError as e:
         print(f"{label:8} delivery -> HTTP {e.code} {e.read().decode().strip()}")
 PY
-nexus run-worker --burst --queues integration-webhook 2>/dev/null
+nexus run-worker --burst --workers 1 --queues integration-webhook 2>/dev/null
 
 step "What reached the jsonl sink ($NEXUS_SINK_DIR)"
 find "$NEXUS_SINK_DIR" -type f | sort | xargs wc -l
-head -c 300 "$NEXUS_SINK_DIR/acme/events.jsonl"; echo
+head -c 300 "$NEXUS_SINK_DIR/acme/example/events.jsonl"; echo
 
 step "Queues"
 nexus stats

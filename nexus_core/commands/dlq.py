@@ -22,6 +22,15 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(m.group(1)) * _UNIT[m.group(2)])
 
 
+def error_line(traceback_text: str) -> str:
+    """The exception line of a traceback (``ProviderError: HTTP 500 ... [provider=...]``), not
+    its last line: an SDK error's message ends with an indented ``hint:`` line."""
+    for line in reversed(traceback_text.strip().splitlines()):
+        if line and not line[0].isspace():
+            return re.sub(r"^(?:[A-Za-z_][\w]*\.)+(?=[A-Za-z_]\w*:)", "", line)
+    return ""
+
+
 def _queue_names(queue: str | None) -> list[str]:
     from nexus_core.worker import resolve_queues
 
@@ -43,7 +52,7 @@ def failed_jobs(connection: Any, queue: str | None = None) -> list[dict[str, Any
                 continue
             result = job.latest_result()
             error = (result.exc_string if result is not None and result.exc_string else "") or ""
-            last = error.strip().splitlines()[-1] if error.strip() else ""
+            last = error_line(error)
             kwargs = job.kwargs or {}
             out.append({
                 "job_id": job.id, "queue": name, "function": job.func_name,

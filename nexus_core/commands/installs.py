@@ -107,7 +107,7 @@ def add(
         click.echo(f"  it syncs once the tenant connects it: `nexus auth link {inst.provider} "
                    f"--tenant {inst.tenant_id} --install {inst.install_id}`")
     if url:
-        click.echo(f"  webhook URL: {url}")
+        click.echo(f"  webhook URL: {url}" + _relative_note(url))
 
 
 @installs.command("list")
@@ -170,6 +170,11 @@ def show(tenant_id: str, install_id: str, as_json: bool) -> None:
                 for item in value
             ) or "-"
         click.echo(f"{key:14} {'-' if value is None else value}")
+
+
+def _relative_note(url: str) -> str:
+    return " (after the public URL of `nexus serve`: set NEXUS_PUBLIC_URL)" \
+        if url.startswith("/") else ""
 
 
 def parse_assignments(items: tuple[str, ...]) -> dict[str, Any]:
@@ -240,7 +245,8 @@ def rotate_webhook_key(tenant_id: str, install_id: str) -> None:
         inst = service.rotate_webhook_key(tenant_id, install_id)
         url = service.webhook_url(inst)
     click.echo(f"new webhook URL of installation {inst.install_id} of tenant "
-               f"{inst.tenant_id}: {url or '(its provider takes no webhooks)'}")
+               f"{inst.tenant_id}: {url or '(its provider takes no webhooks)'}"
+               + _relative_note(url or ""))
 
 
 def _set_status(tenant_id: str, install_id: str, status: str) -> None:
