@@ -10,7 +10,7 @@ import click
 
 from nexus_core.commands._output import echo_json, echo_table, user_errors
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_DURATION = re.compile(r"^([0-9]{1,15}(?:\.[0-9]{1,9})?)([smhdw])$", re.ASCII)
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -18,8 +18,12 @@ def parse_duration(text: str) -> timedelta:
     """``30s``, ``15m``, ``12h``, ``7d``, ``2w``."""
     m = _DURATION.match(text.strip())
     if not m:
-        raise click.BadParameter(f"{text!r} is not a duration such as 30m, 12h or 7d")
-    return timedelta(seconds=float(m.group(1)) * _UNIT[m.group(2)])
+        raise click.BadParameter(f"{text!r:.40} is not a duration such as 30m, 12h or 7d")
+    seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    if seconds > 100 * 365 * 86400:
+        raise click.BadParameter(f"{text!r:.40} is not a duration such as 30m, 12h or 7d "
+                                 "(at most 100 years)")
+    return timedelta(seconds=seconds)
 
 
 def error_line(traceback_text: str) -> str:

@@ -176,3 +176,21 @@ def test_redis_url_port_is_validated(port):
 
     pool = redis.ConnectionPool.from_url(s.redis_url)
     assert 1 <= int(pool.connection_kwargs.get("port", 6379)) <= 65535
+
+
+@settings(max_examples=150, deadline=None)
+@given(raw=st.one_of(st.text(max_size=120),
+                     st.lists(st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                      "0123456789-_=", min_size=0, max_size=50),
+                              max_size=3).map(",".join)))
+def test_encryption_keys_load_or_refuse_in_one_line(raw, tmp_path_factory):
+    from nexus_core.crypto import keyring_from_settings
+
+    env = {"NEXUS_ENCRYPTION_KEYS": raw, "NEXUS_KEY_FILE": str(tmp_path_factory.mktemp("k") / "k")}
+    try:
+        settings_ = load_settings(env, env_file=None)
+        ring = keyring_from_settings(settings_)
+    except ConfigError as exc:
+        assert str(exc).startswith("NEXUS_ENCRYPTION_KEYS") and "\n" not in exc.message
+        return
+    assert ring.decrypt(ring.encrypt(b"x", b"ad"), b"ad") == b"x"

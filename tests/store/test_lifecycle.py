@@ -170,3 +170,46 @@ def test_the_webhook_key_lookup_uses_its_index(tmp_path, keyring):
         assert "USING INDEX ux_nexus_installations_webhook_key" in " ".join(map(str, plan))
     finally:
         store.close()
+
+
+# -- operator input, property-based -------------------------------------------------------------
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200)
+@given(items=st.lists(st.text(max_size=30), max_size=4))
+def test_set_assignments_parse_or_refuse_clearly(items):
+    import click
+
+    from nexus_core.commands.installs import parse_assignments
+    from nexus_core.errors import ConfigError
+    from nexus_core.service import _set_path
+
+    try:
+        changes = parse_assignments(tuple(items))
+    except click.BadParameter as exc:
+        assert "is not KEY=VALUE" in exc.message
+        return
+    config: dict = {}
+    for key, value in changes.items():
+        try:
+            _set_path(config, key, value)
+        except ConfigError as exc:
+            assert str(exc).startswith("config key")
+
+
+@settings(max_examples=200)
+@given(text=st.one_of(st.text(max_size=20),
+                      st.from_regex(r"[0-9]{1,30}(\.[0-9]{0,12})?[smhdwx]", fullmatch=True)))
+def test_dlq_durations_parse_or_refuse_clearly(text):
+    import click
+
+    from nexus_core.commands.dlq import parse_duration
+
+    try:
+        assert parse_duration(text).total_seconds() >= 0
+    except click.BadParameter as exc:
+        assert "is not a duration" in exc.message

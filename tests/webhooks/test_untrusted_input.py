@@ -105,3 +105,41 @@ def test_every_verifier_raises_only_a_401(scheme, headers, body):
         assert exc.status == 401 and exc.message
     else:  # pragma: no cover - a random request that verifies would be a broken scheme
         pytest.fail(f"{scheme} accepted an unsigned request: {headers!r}")
+
+
+# -- the OAuth routes: untrusted query strings ------------------------------------------------------
+
+_param = st.one_of(st.text(max_size=40), st.sampled_from(["", "good-1", "a" * 500, "%00", "..",
+                                                          "<script>", "\u202e"]))
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(params=st.dictionaries(st.sampled_from(["token", "tenant_id", "install_id", "code",
+                                               "state", "error", "error_description", "x"]),
+                              _param, max_size=4),
+       route=st.sampled_from(["authorize", "callback"]),
+       provider=st.sampled_from(["hubspot", "slack", "nope", "x" * 300, "%2e%2e"]))
+def test_oauth_routes_answer_4xx_to_anything_unsigned_and_store_nothing(
+    client, store, params, route, provider
+):
+    import sqlalchemy as sa
+
+    resp = client.simulate_get(f"/integrations/{provider}/{route}", params=params)
+    assert resp.status_code in {400, 401, 403, 404}, (resp.status_code, resp.text)
+    assert "<script>" not in resp.text  # what the provider or caller sent is escaped
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM nexus_oauth_states")).scalar() == 0
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(segment=st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF,
+                                     blacklist_characters="/?#"), min_size=1, max_size=80))
+def test_any_webhook_path_segment_is_a_4xx(client, webhook_queue, segment):
+    from urllib.parse import quote
+
+    for path in (f"/webhooks/{quote(segment)}", f"/webhooks/hubspot/{quote(segment)}"):
+        resp = client.simulate_post(path, body=b"{}")
+        assert resp.status_code in {401, 404}, (path, resp.status_code, resp.text)
+    assert webhook_queue.count == 0
