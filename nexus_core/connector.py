@@ -7,7 +7,7 @@ implementation. Point the ``nexus`` entry point at the class; it is instantiated
 
     class MyConnector(BaseConnector):
         provider = Provider(id="my-provider", name="My Provider", version="1.0.0",
-                            streams=("widgets",))
+                            streams=(Stream("widgets", cursor_field="updated_at"),))
 
         def backfill(self, ctx, stream, cursor):
             ...

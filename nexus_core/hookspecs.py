@@ -113,8 +113,9 @@ def backfill(ctx: ConnectorContext, stream: str, cursor: str | None) -> SyncPage
     Called by the backfill job once per page: first with ``cursor=None``, then with the
     ``next_cursor`` of the previous page, until a page says ``done``. The page's records go to
     the sink hooks and only then is ``next_cursor`` committed, so a crashed worker resumes at the
-    last committed page. ``stream`` is one of ``Provider.streams``. Use ``ctx.http`` for requests
-    (rate limiting, retries and auth are applied there).
+    last committed page. ``stream`` is the name of one of ``Provider.streams``
+    (``Provider.stream(stream)`` has its primary key and cursor field). Use ``ctx.http`` for
+    requests (rate limiting, retries and auth are applied there).
 
     Return a :class:`~nexus_core.models.SyncPage`. On the last page, ``next_cursor`` may carry
     the cursor the first ``delta`` should start from.

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 import attrs
 
+from nexus_core.errors import PluginError
+
 AuthType = Literal["oauth2", "api_key", "basic", "none"]
 InstallStatus = Literal["active", "pending_authorization", "needs_reauth", "disabled"]
 Operation = Literal["backfill", "delta", "webhook", "auth", "refresh", "health"]
@@ -30,6 +32,55 @@ def utcnow() -> datetime:
 
 def _tuple(value: Any) -> tuple[Any, ...]:
     return tuple(value) if value is not None else ()
+
+
+def _primary_key(value: Any) -> str | tuple[str, ...]:
+    if isinstance(value, str):
+        return value
+    return tuple(str(v) for v in value)
+
+
+@attrs.frozen
+class Stream:
+    """One kind of object a provider syncs, as sinks and docs need to know it.
+
+    ``primary_key`` is the field (or fields, for a composite key) that identifies a record: a
+    sink upserts on it. ``cursor_field`` is the field a delta reads changes by (``updated_at``,
+    HubSpot's ``lastmodifieddate``, Salesforce's ``SystemModstamp``); None when the stream has
+    no incremental read. ``json_schema`` optionally describes one record's ``data``.
+    """
+
+    name: str
+    primary_key: str | tuple[str, ...] = attrs.field(default="id", converter=_primary_key)
+    cursor_field: str | None = None
+    json_schema: dict[str, Any] | None = None
+    description: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"a stream name must be a non-empty string, got {self.name!r}")
+        if not self.primary_key:
+            raise ValueError(f"stream {self.name!r}: primary_key must name at least one field")
+
+
+def _streams(value: Any) -> tuple[Stream, ...]:
+    """``Provider.streams`` accepts names (``("widgets",)``), :class:`Stream` objects and
+    their dicts (JSON), in any mix."""
+    if value is None:
+        return ()
+    if isinstance(value, str | Stream):
+        value = (value,)
+    out = []
+    for item in value:
+        if isinstance(item, Stream):
+            out.append(item)
+        elif isinstance(item, str):
+            out.append(Stream(item))
+        elif isinstance(item, dict):
+            out.append(Stream(**item))
+        else:
+            raise TypeError(f"a stream is a name or a nexus_core.Stream, got {item!r}")
+    return tuple(out)
 
 
 @attrs.frozen
@@ -104,7 +155,8 @@ class Provider:
     timeouts: Timeouts = attrs.Factory(Timeouts)
     retry: RetryConfig = attrs.Factory(RetryConfig)
     scopes: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
-    streams: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    #: The streams it syncs; plain names are accepted (``streams=("widgets",)``).
+    streams: tuple[Stream, ...] = attrs.field(default=(), converter=_streams)
     webhook: WebhookConfig | None = None
     oauth: OAuthConfig | None = None
     description: str = ""
@@ -119,10 +171,30 @@ class Provider:
                 f"provider {self.id!r}: auth_type must be one of {', '.join(AUTH_TYPES)}, "
                 f"got {self.auth_type!r}"
             )
+        names = [s.name for s in self.streams]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(
+                f"provider {self.id!r}: stream name(s) declared twice: {', '.join(duplicates)}"
+            )
 
     @property
     def supports_webhooks(self) -> bool:
         return self.webhook is not None
+
+    @property
+    def stream_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.streams)
+
+    def stream(self, name: str) -> Stream:
+        """The declared stream ``name``; :class:`~nexus_core.errors.PluginError` naming the
+        known streams otherwise."""
+        for stream in self.streams:
+            if stream.name == name:
+                return stream
+        known = ", ".join(self.stream_names) or "none declared"
+        raise PluginError(f"provider {self.id!r} has no stream {name!r}; its streams: {known}",
+                          provider=self.id)
 
 
 @attrs.frozen

@@ -113,7 +113,7 @@ class IntegrationService:
                         errors.append(f"timeouts.{key} must be a number of seconds > 0")
         streams = config.get("streams")
         if streams is not None:
-            unknown = [s for s in streams if s not in provider.streams] if isinstance(
+            unknown = [s for s in streams if s not in provider.stream_names] if isinstance(
                 streams, list
             ) else None
             if unknown is None:
@@ -121,7 +121,7 @@ class IntegrationService:
             elif unknown:
                 errors.append(
                     f"unknown stream(s) {', '.join(map(str, unknown))}; "
-                    f"{provider.id} has: {', '.join(provider.streams) or 'none'}"
+                    f"{provider.id} has: {', '.join(provider.stream_names) or 'none'}"
                 )
         if provider.oauth is not None:
             for env in (provider.oauth.client_id_env, provider.oauth.client_secret_env):

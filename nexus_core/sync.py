@@ -154,7 +154,7 @@ def sync_streams(inst_config: dict[str, Any], provider: Any, stream: str | None)
     if stream is not None:
         return [stream]
     configured = inst_config.get("streams")
-    return list(configured or provider.streams or ("default",))
+    return list(configured or provider.stream_names or ("default",))
 
 
 def _reset_completed_backfill(store: Any, inst: Any, stream: str | None) -> None:

@@ -18,8 +18,15 @@ def _summary(provider: Any, registry: Any) -> dict[str, Any]:
         "distribution": info.distribution if info else None,
         "auth_type": provider.auth_type,
         "supports_webhooks": provider.supports_webhooks,
-        "streams": list(provider.streams),
+        "streams": list(provider.stream_names),
     }
+
+
+def _stream_text(stream: Any) -> str:
+    key = stream.primary_key if isinstance(stream.primary_key, str) else "+".join(
+        stream.primary_key)
+    cursor = f", cursor {stream.cursor_field}" if stream.cursor_field else ""
+    return f"{stream.name} (key {key}{cursor})"
 
 
 @click.group()
@@ -78,7 +85,9 @@ def show_provider(provider_id: str, as_json: bool) -> None:
         return
     for key in sorted(data):
         value = data[key]
-        if isinstance(value, dict):
+        if key == "streams":
+            value = ", ".join(_stream_text(s) for s in provider.streams)
+        elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         elif isinstance(value, list):
             value = ", ".join(map(str, value))

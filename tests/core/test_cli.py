@@ -53,7 +53,18 @@ def test_providers_show_json():
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["id"] == "example" and data["supports_webhooks"] is True
-    assert data["distribution"] == "nexus-example" and data["streams"] == ["widgets", "gadgets"]
+    assert data["distribution"] == "nexus-example"
+    assert [s["name"] for s in data["streams"]] == ["widgets", "gadgets"]
+    assert data["streams"][0]["primary_key"] == "id"
+    assert data["streams"][0]["cursor_field"] == "updated_at"
+
+
+def test_providers_show_text_lists_streams_with_key_and_cursor():
+    result = run("providers", "show", "example")
+    assert result.returncode == 0, result.stderr
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("streams"))
+    assert "widgets (key id, cursor updated_at)" in line
+    assert "gadgets (key id, cursor updated_at)" in line
 
 
 def test_bad_setting_is_a_clear_startup_error():

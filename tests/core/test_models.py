@@ -11,9 +11,11 @@ from nexus_core import (
     Installation,
     IntegrationMetrics,
     OAuthConfig,
+    PluginError,
     Provider,
     RateLimits,
     Record,
+    Stream,
     SyncPage,
     WebhookConfig,
     WebhookEvent,
@@ -32,6 +34,13 @@ EXAMPLES = [
                                    account_id_field="portalId"),
              oauth=OAuthConfig(authorize_url="https://app.hubspot.com/oauth/authorize",
                                token_url="https://api.hubapi.com/oauth/v1/token", pkce=True)),
+    Provider(id="crm", name="CRM", version="2", streams=(
+        "notes",
+        Stream("contacts", primary_key="id", cursor_field="lastmodifieddate",
+               json_schema={"type": "object", "properties": {"id": {"type": "string"}}},
+               description="People"),
+        Stream("line_items", primary_key=("order_id", "line"), cursor_field="updated_at"),
+    )),
     Installation(tenant_id="t", install_id="i", provider="hubspot", account_id="62515",
                  status="needs_reauth", config={"k": [1, 2]}, created_at=NOW, updated_at=NOW),
     CREDS,
@@ -86,3 +95,34 @@ def test_credentials_expiry_margin():
     soon = Credentials(access_token="a", expires_at=NOW + timedelta(seconds=30))
     assert soon.expires_within(60, now=NOW) and not soon.expires_within(10, now=NOW)
     assert not Credentials(access_token="a").expires_within(10**9)
+
+
+def test_streams_accept_names_and_stream_objects():
+    provider = Provider(id="x", name="X", version="1",
+                        streams=("widgets", Stream("gadgets", cursor_field="updated_at")))
+    assert provider.streams == (Stream("widgets"), Stream("gadgets", cursor_field="updated_at"))
+    assert provider.stream_names == ("widgets", "gadgets")
+    assert provider.stream("widgets").primary_key == "id"
+    assert provider.stream("gadgets").cursor_field == "updated_at"
+    assert Provider(id="x", name="X", version="1", streams=["a"]).streams == (Stream("a"),)
+    assert Stream("s", primary_key=["a", "b"]).primary_key == ("a", "b")
+
+
+def test_an_unknown_stream_names_the_known_ones():
+    provider = Provider(id="x", name="X", version="1", streams=("widgets", "gadgets"))
+    with pytest.raises(PluginError, match="provider 'x' has no stream 'nope'; its streams: "
+                                          "widgets, gadgets"):
+        provider.stream("nope")
+    with pytest.raises(PluginError, match="none declared"):
+        Provider(id="y", name="Y", version="1").stream("a")
+
+
+def test_streams_are_validated():
+    with pytest.raises(ValueError, match="declared twice: a"):
+        Provider(id="x", name="X", version="1", streams=("a", Stream("a", cursor_field="u")))
+    with pytest.raises(ValueError, match="non-empty"):
+        Stream("")
+    with pytest.raises(ValueError, match="at least one field"):
+        Stream("s", primary_key=())
+    with pytest.raises(TypeError, match="a name or a nexus_core.Stream"):
+        Provider(id="x", name="X", version="1", streams=(42,))

@@ -17,6 +17,7 @@ from nexus_core import (
     Provider,
     RateLimits,
     Record,
+    Stream,
     SyncPage,
     WebhookConfig,
     WebhookEvent,
@@ -35,12 +36,14 @@ def _int_config(ctx: ConnectorContext, key: str, default: int) -> int:
 
 def make_record(stream: str, index: int, version: int = 0) -> Record:
     digest = hashlib.sha256(f"{stream}:{index}:{version}".encode()).hexdigest()
+    record_id = f"{stream[:-1]}-{index:07d}"
+    updated_at = EPOCH + timedelta(seconds=index + version * 86400)
     return Record(
-        id=f"{stream[:-1]}-{index:07d}",
+        id=record_id,
         stream=stream,
-        data={"index": index, "name": f"{stream[:-1].title()} {index}", "hash": digest[:16],
-              "version": version},
-        updated_at=EPOCH + timedelta(seconds=index + version * 86400),
+        data={"id": record_id, "index": index, "name": f"{stream[:-1].title()} {index}",
+              "hash": digest[:16], "version": version, "updated_at": updated_at.isoformat()},
+        updated_at=updated_at,
     )
 
 
@@ -52,7 +55,12 @@ class ExampleConnector(BaseConnector):
         auth_type="none",
         description="Deterministic synthetic records; no network. A template for plugin authors.",
         rate_limits=RateLimits(requests_per_second=100, burst_size=100),
-        streams=("widgets", "gadgets"),
+        streams=(
+            Stream("widgets", primary_key="id", cursor_field="updated_at",
+                   description="Synthetic widgets; a delta re-sends changed ones."),
+            Stream("gadgets", primary_key="id", cursor_field="updated_at",
+                   description="Synthetic gadgets, same shape as widgets."),
+        ),
         webhook=WebhookConfig(
             scheme="standard-webhooks",
             secret_envs=("EXAMPLE_WEBHOOK_SECRET",),

@@ -45,6 +45,17 @@ def test_delta_reports_configured_changes_and_advances_cursor(registry):
     assert quiet.records == [] and quiet.next_cursor == "v4"
 
 
+def test_records_carry_the_declared_primary_key_and_cursor_field(registry):
+    provider = registry.provider("example")
+    assert provider.stream_names == ("widgets", "gadgets")
+    page = registry.hook("backfill", "example")(ctx=ctx(records=3), stream="gadgets", cursor=None)
+    stream = provider.stream("gadgets")
+    assert (stream.primary_key, stream.cursor_field) == ("id", "updated_at")
+    assert [r.data[stream.primary_key] for r in page.records] == [r.id for r in page.records]
+    assert [r.data[stream.cursor_field] for r in page.records] == [
+        r.updated_at.isoformat() for r in page.records]
+
+
 def test_bad_config_names_the_key(registry):
     with pytest.raises(ValueError, match="page_size"):
         registry.hook("backfill", "example")(ctx=ctx(page_size="x"), stream="widgets", cursor=None)
