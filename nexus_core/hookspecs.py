@@ -79,13 +79,16 @@ def authorize(
     """Exchange an OAuth2 authorization code for credentials.
 
     Called by the OAuth callback (web app or ``IntegrationService``) after the ``state`` was
-    verified. ``ctx`` carries the tenant, installation and provider; ``ctx.credentials`` is None.
-    ``code_verifier`` is the PKCE verifier when the provider uses PKCE, else None.
+    verified. ``ctx`` carries the tenant, installation and provider; ``ctx.credentials`` is None;
+    ``ctx.http`` is a session with the provider that sends no credentials (closed after the
+    hook). ``code_verifier`` is the PKCE verifier when the provider uses PKCE, else None.
 
     Return the new :class:`~nexus_core.models.Credentials` (the account id, when the token
     response names it, goes in ``Credentials.extra["account_id"]``), or None to let the core run
-    the standard exchange against ``Provider.oauth.token_url``. Raise ``AuthError`` when the
-    provider refuses the code.
+    the standard exchange against ``Provider.oauth.token_url``. A hook that only adds a step
+    calls the standard exchange itself: ``nexus_core.auth.exchange_code(ctx, code,
+    redirect_uri, code_verifier)``, or ``auth.token_request`` + ``auth.parse_token_response``.
+    Raise ``AuthError`` when the provider refuses the code.
 
     ``firstresult``: only the provider's own plugin is called; the first non-None result wins.
     """
@@ -99,8 +102,10 @@ def refresh(ctx: ConnectorContext) -> Credentials | None:
     expiry or after the provider answered with an expired-token error. Return the new
     credentials — including the rotated refresh token if the provider rotates them — and the
     core commits them before releasing the lock. Return None to use the standard
-    ``grant_type=refresh_token`` exchange. Raise ``AuthError(needs_reauth=True)`` on an
-    ``invalid_grant``-style answer: the installation is marked ``needs_reauth``.
+    ``grant_type=refresh_token`` exchange (``nexus_core.auth.refresh_grant(ctx)`` runs it from
+    the hook). ``ctx.http`` sends no credentials and is closed after the hook. Raise
+    ``AuthError(needs_reauth=True)`` on an ``invalid_grant``-style answer: the installation is
+    marked ``needs_reauth``.
 
     ``firstresult``: only the provider's own plugin is called.
     """

@@ -314,7 +314,9 @@ class ProviderSession:
                     **self._error_context,
                 )
 
-            if self._is_expired(resp, kwargs.get("stream", False)):
+            # Without credentials nothing can have expired (an authorize/refresh hook's
+            # session): the answer goes back to the caller as it is.
+            if creds is not None and self._is_expired(resp, kwargs.get("stream", False)):
                 if refreshed or self._refresh is None:
                     outcome = "still_expired" if refreshed else "no_refresh"
                     metrics.TOKEN_REFRESHES.labels(self.provider.id, outcome).inc()

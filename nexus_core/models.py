@@ -7,6 +7,7 @@ traceback never shows them.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -32,6 +33,13 @@ def utcnow() -> datetime:
 
 def _tuple(value: Any) -> tuple[Any, ...]:
     return tuple(value) if value is not None else ()
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """A tuple of names; one name alone is accepted too (``"invalid_grant"``)."""
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def _primary_key(value: Any) -> str | tuple[str, ...]:
@@ -108,19 +116,57 @@ class RetryConfig:
 
 @attrs.frozen
 class OAuthConfig:
-    """Where and how the OAuth2 authorization-code flow runs for a provider."""
+    """Where and how the OAuth2 authorization-code flow runs for a provider, and how its token
+    endpoint answers. Every default is plain RFC 6749; a provider that differs declares it here
+    (see :mod:`nexus_core.auth`). Paths are dotted paths into the JSON answer (``"team.id"``;
+    a number indexes a list)."""
 
     authorize_url: str
     token_url: str
     pkce: bool = False
     scope_separator: str = " "
-    #: Lifetime assumed when the token response carries no ``expires_in`` (Salesforce).
+    #: Lifetime assumed when the token response carries no ``expires_in``.
     default_token_lifetime: float | None = None
-    #: ``"form"``: client id/secret in the body; ``"basic"``: HTTP Basic auth (Slack).
+    #: ``"form"``: client id/secret in the body; ``"basic"``: HTTP Basic auth.
     client_auth: Literal["form", "basic"] = "form"
+    #: Variables holding the client id, secret and redirect URI; None: ``<ID>_CLIENT_ID``,
+    #: ``<ID>_CLIENT_SECRET``, ``<ID>_REDIRECT_URI`` (``<ID>`` = the provider id upper-cased,
+    #: other characters as ``_``).
     client_id_env: str | None = None
     client_secret_env: str | None = None
     redirect_uri_env: str | None = None
+    #: A field that is JSON ``false`` on errors even in an HTTP 200 (e.g. ``"ok"``).
+    ok_field: str | None = None
+    #: Where the error code and its description are in an error answer.
+    error_field: str = "error"
+    error_description_field: str = "error_description"
+    #: Error codes (case-insensitive) that mean, on a refresh, that the grant is dead and the
+    #: tenant must reconnect (``needs_reauth``).
+    reauth_errors: tuple[str, ...] = attrs.field(default=("invalid_grant",), converter=_names)
+    access_token_field: str = "access_token"  # noqa: S105 - a field name, not a secret
+    #: Where the provider account id is in the token response (``"team.id"``), and a regular
+    #: expression with one group that extracts it from that value (``r"/id/([^/]+)/"``).
+    account_id_field: str | None = None
+    account_id_pattern: str | None = None
+    #: ``Credentials.extra`` key -> path in the token response (``{"team_name": "team.name"}``).
+    extra_fields: dict[str, str] = attrs.Factory(dict)
+    #: The Authorization scheme to send (``"Bearer"``) whatever the response's ``token_type``
+    #: says; None: the response's, ``bearer`` normalized to ``Bearer``.
+    token_type: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.account_id_pattern is not None:
+            try:
+                groups = re.compile(self.account_id_pattern).groups
+            except re.error as exc:
+                raise ValueError(f"account_id_pattern is not a regular expression: {exc}") from None
+            if groups != 1:
+                raise ValueError(
+                    f"account_id_pattern must have exactly one group, {self.account_id_pattern!r} "
+                    f"has {groups}"
+                )
+        if self.client_auth not in ("form", "basic"):
+            raise ValueError(f"client_auth must be 'form' or 'basic', got {self.client_auth!r}")
 
 
 @attrs.frozen
@@ -181,6 +227,12 @@ class Provider:
     @property
     def supports_webhooks(self) -> bool:
         return self.webhook is not None
+
+    @property
+    def env_prefix(self) -> str:
+        """The prefix of the provider's conventional variables: ``my-crm`` → ``MY_CRM``
+        (``MY_CRM_CLIENT_ID``, ``MY_CRM_TOKEN_URL``, ...)."""
+        return re.sub(r"[^A-Za-z0-9]", "_", self.id).upper()
 
     @property
     def stream_names(self) -> tuple[str, ...]:

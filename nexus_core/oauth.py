@@ -5,7 +5,9 @@ endpoints unless a process-wide ``OAUTHLIB_INSECURE_TRANSPORT`` flag is set (our
 tests run on 127.0.0.1), it cannot read Slack's ``200 {"ok": false}`` errors without compliance
 hooks, and it would hide the three things this module exists for: the one-time stored ``state``,
 the error classification (``invalid_grant`` → ``needs_reauth``), and the single-flight refresh.
-The flow itself (RFC 6749 §4.1 + RFC 7636 S256) is ~40 lines here.
+The flow itself (RFC 6749 §4.1 + RFC 7636 S256) is ~40 lines here; the token exchanges and the
+reading of token responses, declared per provider on ``OAuthConfig``, are in
+:mod:`nexus_core.auth`, where a plugin's own ``authorize``/``refresh`` hook can call them too.
 
 Refresh is single-flight across processes: a Redis lock per installation. Whoever wins refreshes
 and commits the new credentials (rotated refresh token included) *before* releasing the lock;
@@ -17,35 +19,31 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import attrs
 from loguru import logger
 
-from nexus_core import ids
+from nexus_core import auth, ids
+from nexus_core.auth import endpoint, oauth_config, parse_token_response
 from nexus_core.errors import AuthError, ConfigError, NotFound, ProviderError
-from nexus_core.log import redact
+
+__all__ = [
+    "ConnectLinkInfo", "authorization_url", "complete_authorization", "create_connect_link",
+    "endpoint", "ensure_fresh", "hook_context", "lock_name", "oauth_config",
+    "parse_token_response", "pkce_pair", "refresh_credentials", "start_connect_link",
+]
 from nexus_core.models import ConnectorContext, Credentials, Installation, Provider, utcnow
 
 if TYPE_CHECKING:
     from nexus_core.config import Settings
-    from nexus_core.models import OAuthConfig
     from nexus_core.plugins import PluginRegistry
     from nexus_core.store import Store
-
-
-#: Token-endpoint answers meaning "this grant is dead, only the tenant can fix it".
-REAUTH_ERRORS = frozenset(
-    e.lower()
-    for e in (
-        "invalid_grant", "BAD_REFRESH_TOKEN", "invalid_refresh_token", "token_revoked",
-        "token_expired", "refresh_token_expired", "account_inactive",
-    )
-)
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -59,65 +57,14 @@ def _settings(settings: Settings | None) -> Settings:
 # -- provider endpoints and client settings ------------------------------------------------
 
 
-def oauth_config(provider: Provider) -> OAuthConfig:
-    if provider.oauth is None:
-        raise ConfigError(
-            f"provider {provider.id!r} does not use the OAuth2 authorization-code flow "
-            f"(auth type {provider.auth_type})",
-            provider=provider.id,
-            hint="add credentials with `nexus installs add --credentials-file` instead",
-        )
-    return provider.oauth
-
-
-def _env_prefix(provider: Provider) -> str:
-    return re.sub(r"[^A-Za-z0-9]", "_", provider.id).upper()
-
-
-def endpoint(provider: Provider, which: str, settings: Settings | None = None) -> str:
-    """The ``authorize`` or ``token`` URL, with overrides for simulators and sandboxes:
-
-    1. ``<PROVIDER>_AUTHORIZE_URL`` / ``<PROVIDER>_TOKEN_URL`` (e.g. ``HUBSPOT_TOKEN_URL``);
-    2. ``Provider.base_url_env``: a URL under ``base_url`` (or on its host) is moved to the
-       override, keeping the rest of the path;
-    3. ``Provider.oauth``.
-    """
-    settings = _settings(settings)
-    oauth = oauth_config(provider)
-    url = oauth.authorize_url if which == "authorize" else oauth.token_url
-    explicit = settings.get(f"{_env_prefix(provider)}_{which.upper()}_URL")
-    if explicit:
-        return explicit
-    override = settings.get(provider.base_url_env) if provider.base_url_env else None
-    if override and provider.base_url:
-        base = provider.base_url.rstrip("/")
-        if url.startswith(base):
-            return override.rstrip("/") + url[len(base):]
-        src, dst = urlsplit(base), urlsplit(override)
-        parts = urlsplit(url)
-        if (parts.scheme, parts.netloc) == (src.scheme, src.netloc):
-            return urlunsplit((dst.scheme, dst.netloc, parts.path, parts.query, parts.fragment))
-    return url
-
-
 def _client(provider: Provider, settings: Settings) -> tuple[str, str | None]:
-    oauth = oauth_config(provider)
-    env = oauth.client_id_env or f"{_env_prefix(provider)}_CLIENT_ID"
-    client_id = settings.get(env)
-    if not client_id:
-        raise ConfigError(
-            f"{env} is not set: the OAuth client id of provider {provider.id!r}",
-            provider=provider.id,
-            hint=f"create an app with {provider.name} and set {env} (and its client secret)",
-        )
-    secret_env = oauth.client_secret_env or f"{_env_prefix(provider)}_CLIENT_SECRET"
-    return client_id, settings.get(secret_env)
+    return auth.client_credentials(provider, settings)
 
 
 def _redirect_uri(provider: Provider, settings: Settings, given: str | None) -> str:
     if given:
         return given
-    env = oauth_config(provider).redirect_uri_env or f"{_env_prefix(provider)}_REDIRECT_URI"
+    env = oauth_config(provider).redirect_uri_env or f"{provider.env_prefix}_REDIRECT_URI"
     value = settings.get(env)
     if not value:
         raise ConfigError(
@@ -348,16 +295,14 @@ def complete_authorization(
         tenant_id=stored.tenant_id, install_id=stored.install_id, provider=provider_id,
         config=config, account_id=account,
     )
-    creds = registry.hook("authorize", provider_id)(
-        ctx=ctx, code=code, redirect_uri=stored.redirect_uri, code_verifier=stored.code_verifier
-    )
-    if creds is None:
-        form = {"grant_type": "authorization_code", "code": code,
-                "redirect_uri": stored.redirect_uri}
-        if stored.code_verifier:
-            form["code_verifier"] = stored.code_verifier
-        data = _token_request(provider, form, settings, purpose="authorization", where=where)
-        creds = parse_token_response(provider, data)
+    with auth.operation(provider, settings, where):
+        with hook_context(registry, provider, "authorize", ctx, settings) as hook_ctx:
+            creds = registry.hook("authorize", provider_id)(
+                ctx=hook_ctx, code=code, redirect_uri=stored.redirect_uri,
+                code_verifier=stored.code_verifier,
+            )
+        if creds is None:
+            creds = auth.exchange_code(ctx, code, stored.redirect_uri, stored.code_verifier)
     new_account = creds.extra.get("account_id")
     if account and new_account and str(new_account) != account:
         if stored.intent != "reconnect":
@@ -382,127 +327,36 @@ def complete_authorization(
     return installation
 
 
-# -- token endpoint ------------------------------------------------------------------------
+# -- custom hooks ----------------------------------------------------------------------------
 
 
-def _token_request(
-    provider: Provider, form: dict[str, str], settings: Settings, *, purpose: str,
-    where: dict[str, Any],
-) -> dict[str, Any]:
-    import requests
-
-    oauth = oauth_config(provider)
-    client_id, client_secret = _client(provider, settings)
-    body = dict(form)
-    auth = None
-    if oauth.client_auth == "basic":
-        auth = (client_id, client_secret or "")
-    else:
-        body["client_id"] = client_id
-        if client_secret:
-            body["client_secret"] = client_secret
-    url = endpoint(provider, "token", settings)
-    try:
-        resp = requests.post(
-            url, data=body, auth=auth, headers={"Accept": "application/json"},
-            timeout=(provider.timeouts.connect, provider.timeouts.read),
-        )
-    except requests.RequestException as exc:
-        raise ProviderError(
-            f"{provider.name} token endpoint {url} is unreachable during {purpose}: "
-            f"{type(exc).__name__}", retryable=True, **where,
-        ) from None
-    try:
-        data: Any = resp.json()
-    except ValueError:
-        data = None
-    code, description = _error_of(data)
-    if resp.status_code >= 500 or resp.status_code == 429:
-        raise ProviderError(
-            f"{provider.name} token endpoint answered HTTP {resp.status_code} during {purpose}",
-            retryable=True, status=resp.status_code, **where,
-        )
-    if code is None and resp.status_code < 400 and isinstance(data, dict):
-        return data
-    code = code or f"HTTP {resp.status_code}"
-    text = redact(f"{code}: {description}" if description else code)
-    if purpose == "refresh" and code.lower() in REAUTH_ERRORS:
-        raise AuthError(
-            f"{provider.name} rejected the refresh token ({text}); the tenant must reconnect",
-            needs_reauth=True, hint="send the tenant a new link: `nexus auth url`", **where,
-        )
-    raise AuthError(f"{provider.name} token endpoint refused the {purpose}: {text}", **where)
-
-
-def _error_of(data: Any) -> tuple[str | None, str | None]:
-    if isinstance(data, list) and data and isinstance(data[0], dict):  # Salesforce error list
-        return data[0].get("errorCode"), data[0].get("message")
-    if not isinstance(data, dict):
-        return ("unreadable_response", None) if data is None else ("unexpected_response", None)
-    if data.get("ok") is False:  # Slack: HTTP 200 {"ok": false, "error": ...}
-        return str(data.get("error") or "unknown_error"), None
-    if data.get("error"):
-        return str(data["error"]), data.get("error_description")
-    if data.get("status") and str(data["status"]).lower() != "ok" and "access_token" not in data:
-        return str(data["status"]), data.get("message")  # HubSpot BAD_REFRESH_TOKEN
-    if "access_token" not in data and "authed_user" not in data:
-        return "no_access_token", None
-    return None, None
-
-
-def parse_token_response(
+@contextmanager
+def hook_context(
+    registry: PluginRegistry,
     provider: Provider,
-    data: dict[str, Any],
-    *,
-    previous: Credentials | None = None,
-    now: datetime | None = None,
-) -> Credentials:
-    """Credentials from a token response (HubSpot, Slack, Salesforce and RFC 6749 shapes).
+    hook: str,
+    ctx: ConnectorContext,
+    settings: Settings,
+    redis: Any = None,
+) -> Iterator[ConnectorContext]:
+    """``ctx`` for the provider's own ``authorize``/``refresh`` hook: with ``ctx.http``, a
+    :class:`~nexus_core.http.ProviderSession` that sends no credentials (the token being
+    obtained is not there yet), and ``ctx.log``; the session is closed after the hook."""
+    if not registry.implements(hook, provider.id):
+        yield ctx
+        return
+    from nexus_core.http import ProviderSession
 
-    ``expires_at`` comes from ``expires_in``, else ``OAuthConfig.default_token_lifetime``.
-    A refresh answer without a new refresh token keeps ``previous``'s (Salesforce without
-    rotation). The provider account id goes to ``extra["account_id"]``.
-    """
-    oauth = oauth_config(provider)
-    now = now or utcnow()
-    access = data.get("access_token") or (data.get("authed_user") or {}).get("access_token")
-    if not access:
-        raise ProviderError(f"{provider.name} token response holds no access_token",
-                            provider=provider.id)
-    lifetime = data.get("expires_in")
-    if lifetime in (None, "") and oauth.default_token_lifetime is not None:
-        lifetime = oauth.default_token_lifetime
-    expires_at = now + timedelta(seconds=float(lifetime)) if lifetime not in (None, "") else None
-    raw_scopes = data.get("scope", data.get("scopes"))
-    if isinstance(raw_scopes, str):
-        scopes: tuple[str, ...] = tuple(s for s in re.split(r"[\s,]+", raw_scopes) if s)
-    elif isinstance(raw_scopes, list | tuple):
-        scopes = tuple(map(str, raw_scopes))
-    else:
-        scopes = previous.scopes if previous else ()
-    extra: dict[str, Any] = dict(previous.extra) if previous else {}
-    team = data.get("team") if isinstance(data.get("team"), dict) else {}
-    account = data.get("hub_id") or team.get("id") or data.get("account_id")
-    if not account and isinstance(data.get("id"), str) and "/id/" in data["id"]:
-        account = data["id"].split("/id/", 1)[1].split("/")[0]  # Salesforce org id
-    if account:
-        extra["account_id"] = str(account)
-    for key in ("instance_url", "bot_user_id", "app_id", "user_id", "token_use"):
-        if data.get(key) is not None:
-            extra[key] = data[key]
-    if team.get("name"):
-        extra["team_name"] = team["name"]
-    token_type = str(data.get("token_type") or "Bearer")
-    if token_type.lower() in ("bearer", "bot", "user"):
-        token_type = "Bearer"  # noqa: S105 - a scheme name, not a secret
-    return Credentials(
-        access_token=access,
-        refresh_token=data.get("refresh_token") or (previous.refresh_token if previous else None),
-        token_type=token_type,
-        expires_at=expires_at,
-        scopes=scopes,
-        extra=extra,
+    session = ProviderSession(
+        provider, tenant_id=ctx.tenant_id, install_id=ctx.install_id,
+        account_id=ctx.account_id, redis=redis, registry=registry, config=ctx.config,
+        settings=settings,
     )
+    log = logger.bind(provider=provider.id, tenant_id=ctx.tenant_id, install_id=ctx.install_id)
+    try:
+        yield attrs.evolve(ctx, http=session, log=log)
+    finally:
+        session.close()
 
 
 # -- refresh -------------------------------------------------------------------------------
@@ -568,12 +422,13 @@ def refresh_credentials(
                 tenant_id=tenant_id, install_id=install_id, provider=inst.provider,
                 credentials=current, config=inst.config, account_id=inst.account_id,
             )
-            fresh = registry.hook("refresh", inst.provider)(ctx=ctx)
-            if fresh is None:
-                form = {"grant_type": "refresh_token", "refresh_token": current.refresh_token}
-                data = _token_request(provider, form, settings, purpose="refresh", where=where)
-                fresh = parse_token_response(provider, data, previous=current)
-            elif fresh.refresh_token is None:
+            with auth.operation(provider, settings, where):
+                with hook_context(registry, provider, "refresh", ctx, settings,
+                                  redis) as hook_ctx:
+                    fresh = registry.hook("refresh", inst.provider)(ctx=hook_ctx)
+                if fresh is None:
+                    fresh = auth.refresh_grant(ctx)
+            if fresh.refresh_token is None:
                 fresh = attrs.evolve(fresh, refresh_token=current.refresh_token)
         except AuthError as exc:
             if exc.needs_reauth:

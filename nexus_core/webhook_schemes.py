@@ -258,13 +258,10 @@ SCHEMES: dict[str, Verifier] = {
 
 
 def configured_secrets(provider: Provider, settings: Settings) -> list[str]:
-    """The provider's webhook secrets: the first of ``secret_envs`` that is set, split on commas
-    (several = rotation). HubSpot apps fall back to the OAuth client secret, which is what
-    HubSpot signs with."""
+    """The provider's webhook secrets: the first of ``WebhookConfig.secret_envs`` that is set,
+    split on commas (several = rotation). A provider that signs with its OAuth client secret
+    lists that variable last (``("ACME_WEBHOOK_SECRET", "ACME_CLIENT_SECRET")``)."""
     envs = list(provider.webhook.secret_envs) if provider.webhook else []
-    hubspot = provider.webhook is not None and provider.webhook.scheme.startswith("hubspot")
-    if hubspot and provider.oauth and provider.oauth.client_secret_env:
-        envs.append(provider.oauth.client_secret_env)
     for env in envs:
         value = settings.get(env)
         if value:

@@ -38,6 +38,7 @@ ACME = Provider(
         client_id_env="ACME_CLIENT_ID",
         client_secret_env="ACME_CLIENT_SECRET",
         redirect_uri_env="ACME_REDIRECT_URI",
+        account_id_field="hub_id",  # HubSpot-style: the portal id is in the token response
     ),
 )
 

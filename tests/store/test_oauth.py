@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import attrs
 import pytest
 
 from nexus_core import BaseConnector, OAuthConfig, Provider, SyncPage, oauth
@@ -351,7 +352,15 @@ def test_slack_style_basic_auth_and_200_ok_false_errors(
                           token_url="https://slack.test/api/oauth.v2.access",
                           scope_separator=",", client_auth="basic",
                           client_id_env="SL_ID", client_secret_env="SL_SECRET",
-                          redirect_uri_env="SL_REDIRECT"),
+                          redirect_uri_env="SL_REDIRECT",
+                          # what a Slack plugin declares: errors inside HTTP 200, its grant-is-
+                          # dead codes, the team id as account, a "bot" token sent as Bearer
+                          ok_field="ok",
+                          reauth_errors=("invalid_refresh_token", "token_revoked",
+                                         "invalid_grant"),
+                          account_id_field="team.id",
+                          extra_fields={"bot_user_id": "bot_user_id", "team_name": "team.name"},
+                          token_type="Bearer"),
     )
 
     class Slackish(BaseConnector):
@@ -381,6 +390,7 @@ def test_slack_style_basic_auth_and_200_ok_false_errors(
             assert inst.account_id == "T0TEAM"
             creds = store.get_credentials("t", "i")
             assert creds.token_type == "Bearer" and creds.extra["bot_user_id"] == "U0BOT"
+            assert creds.extra["team_name"] == "Team"
             assert creds.scopes == ("channels:read", "chat:write")
             server.valid_refresh.clear()
             with pytest.raises(AuthError, match="invalid_refresh_token") as err:
@@ -397,7 +407,9 @@ def test_salesforce_style_tokens_get_the_configured_lifetime_and_org_id(fakes):
         id="sf", name="SF", version="1",
         oauth=OAuthConfig(authorize_url="https://login.sf.test/services/oauth2/authorize",
                           token_url="https://login.sf.test/services/oauth2/token",
-                          default_token_lifetime=7200),
+                          default_token_lifetime=7200,
+                          account_id_field="id", account_id_pattern=r"/id/([^/]+)/",
+                          extra_fields={"instance_url": "instance_url"}),
     )
     now = datetime(2026, 1, 1, tzinfo=UTC)
     previous = Credentials(access_token="old", refresh_token="keep-me",
@@ -415,28 +427,55 @@ def test_salesforce_style_tokens_get_the_configured_lifetime_and_org_id(fakes):
         oauth.parse_token_response(sf, {"token_type": "Bearer"})
 
 
+HUBSPOT_LIKE = {"error_field": "status", "error_description_field": "message",
+                "reauth_errors": ("BAD_REFRESH_TOKEN", "invalid_grant")}
+SLACK_LIKE = {"ok_field": "ok", "reauth_errors": ("invalid_refresh_token", "token_revoked")}
+
+
 @pytest.mark.parametrize(
-    ("status", "body", "needs_reauth"),
+    ("declared", "status", "body", "needs_reauth", "message"),
     [
-        (400, {"error": "invalid_grant", "error_description": "expired access/refresh token"},
-         True),
-        (400, {"status": "BAD_REFRESH_TOKEN", "message": "missing or invalid refresh token"},
-         True),
-        (200, {"ok": False, "error": "token_revoked"}, True),
-        (401, {"error": "invalid_client"}, False),  # our app's problem, not the tenant's
-        (400, [{"errorCode": "INVALID_SESSION_ID", "message": "Session expired"}], False),
+        ({}, 400, {"error": "invalid_grant", "error_description": "expired access/refresh token"},
+         True, "invalid_grant: expired access/refresh token"),
+        (HUBSPOT_LIKE, 400,
+         {"status": "BAD_REFRESH_TOKEN", "message": "missing or invalid refresh token"}, True,
+         "(BAD_REFRESH_TOKEN: "),
+        (SLACK_LIKE, 200, {"ok": False, "error": "token_revoked"}, True, "token_revoked"),
+        (SLACK_LIKE, 200, {"ok": False, "error": "invalid_client_id"}, False, "invalid_client_id"),
+        # an "ok": false with an access token is still an error when the provider declares ok
+        (SLACK_LIKE, 200, {"ok": False, "access_token": "x"}, False, "ok_false"),
+        # plain RFC 6749 by default: a code the provider did not declare is not "reconnect"
+        ({}, 200, {"ok": False, "error": "token_revoked"}, False, "token_revoked"),
+        ({}, 400, {"status": "BAD_REFRESH_TOKEN"}, False, "HTTP 400"),
+        ({}, 401, {"error": "invalid_client"}, False, "invalid_client"),  # our app, not the tenant
+        ({}, 400, [{"errorCode": "INVALID_SESSION_ID", "message": "Session expired"}], False,
+         "unexpected_response"),
+        ({"error_field": "0.errorCode", "error_description_field": "0.message",
+          "reauth_errors": "INVALID_SESSION_ID"}, 400,
+         [{"errorCode": "INVALID_SESSION_ID", "message": "Session expired"}], True,
+         "INVALID_SESSION_ID: Session expired"),
+        ({}, 200, {"token_type": "bearer"}, False, "no_access_token"),
     ],
 )
-def test_refresh_error_answers_are_classified(
-    store, acme_registry, settings, token_server, redis_client, status, body, needs_reauth
+def test_refresh_error_answers_are_classified_as_each_provider_declares(
+    store, nexus_registry, fakes, settings, token_server, redis_client, declared, status, body,
+    needs_reauth, message
 ):
+    class Declared(BaseConnector):
+        provider = attrs.evolve(fakes.ACME, oauth=attrs.evolve(fakes.ACME.oauth, **declared))
+
+        def backfill(self, ctx, stream, cursor):
+            return SyncPage(done=True)
+
     store.add_installation("t", "i", "acme",
                            credentials=Credentials(access_token="a", refresh_token="r"))
     token_server.fail_with = (status, body)
-    with pytest.raises(AuthError) as err:
-        oauth.refresh_credentials(store, redis_client, acme_registry, "t", "i",
-                                  settings=settings)
+    with registered(Declared, "acme", registry=nexus_registry):
+        with pytest.raises(AuthError) as err:
+            oauth.refresh_credentials(store, redis_client, nexus_registry, "t", "i",
+                                      settings=settings)
     assert err.value.needs_reauth is needs_reauth
+    assert message in err.value.message
     expected = "needs_reauth" if needs_reauth else "active"
     assert store.get_installation("t", "i").status == expected
 

@@ -47,7 +47,9 @@ class HubSpotApp(_Connector):
                           token_url="https://api.hubapi.com/oauth/v1/token",
                           client_id_env="HUBSPOT_CLIENT_ID",
                           client_secret_env="HUBSPOT_CLIENT_SECRET"),
-        webhook=WebhookConfig(scheme="hubspot-v3", secret_envs=("HUBSPOT_WEBHOOK_SECRET",),
+        # HubSpot signs with the app's client secret: the plugin lists it as the fallback.
+        webhook=WebhookConfig(scheme="hubspot-v3",
+                              secret_envs=("HUBSPOT_WEBHOOK_SECRET", "HUBSPOT_CLIENT_SECRET"),
                               account_id_field="portalId", delivery_id_field="eventId"),
     )
 

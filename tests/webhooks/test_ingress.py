@@ -201,9 +201,11 @@ def test_secret_rotation_accepts_old_and_new_secret(
     assert len(webhook_queue) == 2
 
 
-def test_hubspot_secret_falls_back_to_the_app_client_secret(
+def test_a_declared_fallback_secret_variable_is_used_when_the_first_is_unset(
     env, store, redis_client, providers, webhook_queue, h
 ):
+    """The core knows no provider: the hubspot-like plugin lists
+    ("HUBSPOT_WEBHOOK_SECRET", "HUBSPOT_CLIENT_SECRET") in its secret_envs."""
     from nexus_core.config import load_settings
     from nexus_core.web import create_app
 
