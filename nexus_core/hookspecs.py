@@ -4,7 +4,8 @@ Each docstring here is the reference documentation for its hook (``docs/hooks.md
 from this module). Two kinds of hooks exist:
 
 * **Operation hooks** (``authorize``, ``refresh``, ``backfill``, ``delta``, ``handle_webhook``,
-  ``verify_webhook``, ``health_check``, ``is_token_expired``, ``parse_rate_limit``) are
+  ``verify_webhook``, ``health_check``, ``is_token_expired``, ``should_retry``,
+  ``parse_rate_limit``) are
   ``firstresult`` and are dispatched *only* to the plugin that provides the context's provider.
   Cross-cutting plugins may wrap them with ``@hookimpl(wrapper=True)`` (metrics, audit) — wrappers
   are called for every provider.
@@ -53,6 +54,7 @@ OPERATION_HOOKS: tuple[str, ...] = (
     "verify_webhook",
     "health_check",
     "is_token_expired",
+    "should_retry",
     "parse_rate_limit",
 )
 #: Hooks every provider plugin must implement; a provider plugin lacking one is skipped.
@@ -192,6 +194,24 @@ def is_token_expired(
     ``ok: false``). Return True to refresh the token and retry the request once, False or None
     otherwise (the core treats a bare 401 as expired only when the provider leaves this hook
     unimplemented).
+
+    ``firstresult``: only the provider's own plugin is called.
+    """
+
+
+@hookspec(firstresult=True)
+def should_retry(
+    provider: Provider, status: int, headers: dict[str, str], body: bytes
+) -> bool | None:
+    """Tell whether a provider's answer is a transient failure that its status does not show
+    (an error inside an HTTP 200, such as ``{"ok": false, "error": "internal_error"}``).
+
+    Called by the HTTP client on every answer that is not a 429, not an expired token and not
+    one of ``RetryConfig.retry_statuses`` (those are retried anyway); ``body`` is empty for a
+    streamed request. Return True to retry it like a 5xx: with backoff, up to
+    ``RetryConfig.max_retries`` times, for idempotent requests (or any with an idempotency
+    key); once retries are spent the request raises a retryable ``ProviderError`` and counts
+    as a circuit-breaker failure. False or None: the answer goes back to the connector.
 
     ``firstresult``: only the provider's own plugin is called.
     """

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import re
 import sys
 import threading
@@ -108,6 +109,9 @@ class ProviderSession:
         self._base_host = urlsplit(self.base_url).hostname
         self._api_key_header = str(config.get("api_key_header") or "Authorization")
         self._expired_hook = _hook(registry, "is_token_expired", provider.id)
+        self._retry_hook = _hook(registry, "should_retry", provider.id)
+        self._retry_statuses = frozenset(provider.retry.retry_statuses)
+        self._backoff_base = settings.http_backoff_base
         self._parse_hook = _hook(registry, "parse_rate_limit", provider.id)
         self._last_status: dict[str, Any] | None = None
         self._status_shared_at = 0.0
@@ -147,7 +151,7 @@ class ProviderSession:
         backoff = settings.http_backoff_base
         retry = SharedRetry(
             total=provider.retry.max_retries,
-            status_forcelist=RETRY_STATUSES,
+            status_forcelist=self._retry_statuses,
             allowed_methods=IDEMPOTENT_METHODS,
             backoff_factor=backoff,
             backoff_jitter=backoff,
@@ -267,6 +271,7 @@ class ProviderSession:
         call.single_attempt = admission.probe
         refreshed = False
         rate_limited = 0
+        hook_retries = 0
         while True:
             creds = self._current_credentials()
             full_url = self._resolve(url, creds)
@@ -338,7 +343,20 @@ class ProviderSession:
                 self._admit(first=False)
                 continue
 
-            ok = resp.status_code not in RETRY_STATUSES
+            ok = resp.status_code not in self._retry_statuses
+            if ok and self._should_retry(resp, kwargs.get("stream", False)):
+                # The provider says this answer is a transient failure: retried like a 5xx.
+                retryable = method in IDEMPOTENT_METHODS or call.any_method
+                if retryable and not admission.probe and \
+                        hook_retries < self.provider.retry.max_retries:
+                    hook_retries += 1
+                    resp.close()
+                    self._count_retry(call, "should_retry",
+                                      f"answered {resp.status_code}, a transient error")
+                    time.sleep(self._hook_backoff(hook_retries))
+                    self._admit(first=False)
+                    continue
+                ok = False
             self._record(admission, ok=ok)
             if not ok:
                 resp.close()
@@ -432,6 +450,20 @@ class ProviderSession:
             kind = "Bearer" if creds.token_type.lower() == "bearer" else creds.token_type
             return _HeaderAuth("Authorization", f"{kind} {creds.access_token}")
         return None
+
+    def _should_retry(self, resp: requests.Response, stream: bool) -> bool:
+        if self._retry_hook is None:
+            return False
+        return self._retry_hook(provider=self.provider, status=resp.status_code,
+                                headers=resp.headers, body=b"" if stream else resp.content) is True
+
+    def _hook_backoff(self, attempt: int) -> float:
+        """:class:`SharedRetry`'s backoff for a retry the ``should_retry`` hook asked for."""
+        if attempt <= 1:
+            return 0.0
+        value = self._backoff_base * self.provider.retry.backoff_multiplier ** (attempt - 1)
+        value += random.random() * self._backoff_base  # noqa: S311 - jitter, not crypto
+        return max(0.0, min(self.provider.retry.max_backoff, value))
 
     def _is_expired(self, resp: requests.Response, stream: bool) -> bool:
         status = resp.status_code

@@ -107,11 +107,30 @@ class Timeouts:
     read: float = attrs.field(default=30.0, converter=float)
 
 
+def _statuses(value: Any) -> tuple[int, ...]:
+    statuses = tuple(int(v) for v in value)
+    bad = [s for s in statuses if not 400 <= s <= 599 or s == 429]
+    if bad:
+        raise ValueError(
+            f"retry_statuses must be HTTP error statuses other than 429 (429 always means a "
+            f"shared cool-down), got {', '.join(map(str, bad))}"
+        )
+    return statuses
+
+
 @attrs.frozen
 class RetryConfig:
+    """How the HTTP client retries a provider's transient failures (idempotent requests, or any
+    with an idempotency key), with exponential backoff and jitter. A provider whose transient
+    errors do not show in the status (an error inside an HTTP 200) implements ``should_retry``."""
+
     max_retries: int = 3
     backoff_multiplier: float = attrs.field(default=2.0, converter=float)
     max_backoff: float = attrs.field(default=60.0, converter=float)
+    #: Answers retried, and counted as circuit-breaker failures once retries are spent; any
+    #: other answer goes back to the connector.
+    retry_statuses: tuple[int, ...] = attrs.field(default=(500, 502, 503, 504),
+                                                  converter=_statuses)
 
 
 @attrs.frozen

@@ -140,6 +140,18 @@ def test_hook_is_token_expired(reg):
         provider=reg.provider("beta"), status=200, headers={}, body=b'{"ok":false,"error":"invalid_auth"}')
 
 
+def test_hook_should_retry(reg):
+    both(reg, "should_retry",
+         lambda self, provider, status, body: status == 200 and b'"internal_error"' in body,
+         lambda self, status: None)
+    hook = reg.hook("should_retry", "alpha")
+    p = reg.provider("alpha")
+    assert hook(provider=p, status=200, headers={}, body=b'{"ok":false,"error":"internal_error"}')
+    assert not hook(provider=p, status=200, headers={}, body=b'{"ok":true}')
+    assert reg.hook("should_retry", "beta")(provider=reg.provider("beta"), status=200,
+                                            headers={}, body=b'"internal_error"') is None
+
+
 def test_hook_parse_rate_limit(reg):
     both(reg, "parse_rate_limit",
          lambda self, provider, headers: {"remaining": int(headers["X-Remaining"])},

@@ -1,11 +1,14 @@
-"""The per-provider hooks the client calls: ``is_token_expired`` and ``parse_rate_limit``."""
+"""The per-provider hooks the client calls: ``is_token_expired``, ``parse_rate_limit`` and
+``should_retry`` (with the per-provider ``RetryConfig.retry_statuses``)."""
 
 from __future__ import annotations
 
 import pytest
+from prometheus_client import REGISTRY
 
 from nexus_core import hookimpl
-from nexus_core.models import Credentials
+from nexus_core.errors import ProviderError, ProviderUnavailable
+from nexus_core.models import Credentials, RetryConfig
 
 
 class HubSpotLike:
@@ -110,3 +113,92 @@ def test_hook_parse_rate_limit_feeds_rate_limit_status_shared_through_redis(
     other = open_session(provider_server.url, provider=hubspot, registry=nexus_registry,
                          redis=redis_client, account_id="portal-62515", install_id="i2")
     assert other.rate_limit_status() == {"remaining": 97, "max": 110}
+
+
+# -- the retry policy: RetryConfig.retry_statuses and the should_retry hook ---------------------
+
+
+class SlackLikeRetries(HubSpotLike):
+    """Slack answers some transient failures inside an HTTP 200."""
+
+    @hookimpl
+    def should_retry(self, provider, status, headers, body):
+        return status == 200 and (b'"internal_error"' in body or b'"fatal_error"' in body)
+
+
+@pytest.fixture
+def slack_retries(nexus_registry, kit):
+    provider = kit.make_provider(id="slackretries", name="Slack-like",
+                                 retry=RetryConfig(max_retries=2, max_backoff=0.05))
+    nexus_registry.register(SlackLikeRetries(provider), "slackretries")
+    return provider
+
+
+def test_hook_should_retry_retries_an_error_inside_a_200_like_a_5xx(
+    slack_retries, nexus_registry, provider_server, open_session, kit
+):
+    provider_server.script(kit.json_answer(200, {"ok": False, "error": "internal_error"}),
+                           kit.json_answer(200, {"ok": False, "error": "fatal_error"}),
+                           kit.json_answer(200, {"ok": True, "channels": []}))
+    before = REGISTRY.get_sample_value("nexus_http_retries_total",
+                                       {"provider": "slackretries", "reason": "should_retry"})
+    session = open_session(provider_server.url, provider=slack_retries, registry=nexus_registry)
+    assert session.get("/api/conversations.list").json() == {"ok": True, "channels": []}
+    assert len(provider_server.seen) == 3
+    after = REGISTRY.get_sample_value("nexus_http_retries_total",
+                                      {"provider": "slackretries", "reason": "should_retry"})
+    assert after - (before or 0) == 2
+
+
+def test_hook_should_retry_gives_up_with_a_retryable_error_and_never_retries_a_post(
+    slack_retries, nexus_registry, provider_server, open_session, kit
+):
+    provider_server.answer(lambda req: kit.json_answer(200, {"ok": False,
+                                                             "error": "internal_error"}))
+    session = open_session(provider_server.url, provider=slack_retries, registry=nexus_registry)
+    with pytest.raises(ProviderError) as err:
+        session.get("/api/conversations.history")
+    assert err.value.retryable and err.value.status == 200
+    assert "after 3 attempt(s)" in str(err.value)
+    assert len(provider_server.seen) == 3
+    with pytest.raises(ProviderError):
+        session.post("/api/chat.postMessage", json={"text": "hi"})
+    assert len(provider_server.seen) == 4  # a POST without idempotency key: one attempt
+    # an answer the hook does not claim goes back to the connector untouched
+    provider_server.answer(lambda req: kit.json_answer(200, {"ok": False,
+                                                             "error": "channel_not_found"}))
+    assert session.get("/api/conversations.info").json()["error"] == "channel_not_found"
+
+
+def test_retry_statuses_are_per_provider(provider_server, open_session, kit):
+    custom = kit.make_provider(retry=RetryConfig(max_retries=2, max_backoff=0.05,
+                                                 retry_statuses=(503, 520)))
+    provider_server.script(kit.json_answer(520, {}), kit.json_answer(200, {"ok": 1}))
+    session = open_session(provider_server.url, provider=custom)
+    assert session.get("/a").json() == {"ok": 1} and len(provider_server.seen) == 2
+    provider_server.script(kit.json_answer(500, {"error": "not transient here"}))
+    resp = session.get("/b")  # not one of this provider's retry statuses: returned as is
+    assert resp.status_code == 500 and len(provider_server.seen) == 3
+    with pytest.raises(ValueError, match="other than 429"):
+        RetryConfig(retry_statuses=(429, 503))
+    with pytest.raises(ValueError, match="200"):
+        RetryConfig(retry_statuses=(200,))
+
+
+def test_hook_should_retry_failures_open_the_circuit_breaker_like_5xx(
+    nexus_registry, provider_server, open_session, kit, redis_client
+):
+    provider = kit.make_provider(id="slackbreaker", name="Slack-like",
+                                 retry=RetryConfig(max_retries=0))
+    nexus_registry.register(SlackLikeRetries(provider), "slackbreaker")
+    provider_server.answer(lambda req: kit.json_answer(200, {"ok": False,
+                                                             "error": "internal_error"}))
+    session = open_session(provider_server.url, provider=provider, registry=nexus_registry,
+                           redis=redis_client)
+    for _ in range(3):  # NEXUS_BREAKER_FAILURE_THRESHOLD=3 in these tests
+        with pytest.raises(ProviderError) as err:
+            session.get("/api/users.list")
+        assert not isinstance(err.value, ProviderUnavailable)
+    with pytest.raises(ProviderUnavailable):
+        session.get("/api/users.list")
+    assert len(provider_server.seen) == 3  # the open breaker failed fast
