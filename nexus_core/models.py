@@ -19,8 +19,11 @@ AuthType = Literal["oauth2", "api_key", "basic", "none"]
 InstallStatus = Literal["active", "pending_authorization", "needs_reauth", "disabled"]
 Operation = Literal["backfill", "delta", "webhook", "auth", "refresh", "health"]
 WebhookScheme = Literal[
-    "hubspot-v1", "hubspot-v2", "hubspot-v3", "slack-v0", "standard-webhooks", "stripe", "custom"
+    "hubspot-v1", "hubspot-v2", "hubspot-v3", "slack-v0", "standard-webhooks", "stripe", "hmac",
+    "custom",
 ]
+#: Placeholders of an :class:`HmacSpec` message template.
+HMAC_PLACEHOLDERS: tuple[str, ...] = ("body", "timestamp", "method", "url")
 
 INSTALL_STATUSES: tuple[str, ...] = ("active", "pending_authorization", "needs_reauth",
                                      "disabled")
@@ -189,19 +192,79 @@ class OAuthConfig:
 
 
 @attrs.frozen
+class HmacSpec:
+    """A webhook signature declared rather than coded (``WebhookConfig(scheme="hmac")``): an
+    HMAC of a signed string, encoded in a header.
+
+    ``message`` is the signed string: ``{body}`` (the raw body), ``{timestamp}`` (the value of
+    ``timestamp_header``), ``{method}`` (upper case), ``{url}`` (the full public URL the
+    provider called); ``{{``/``}}`` are literal braces. The header holds ``prefix`` + the
+    digest (hex, compared case-insensitively, or base64). With ``timestamp_header``, deliveries
+    outside the NEXUS_WEBHOOK_TOLERANCE window are rejected. GitHub:
+    ``HmacSpec(header="X-Hub-Signature-256", prefix="sha256=")``; Shopify:
+    ``HmacSpec(header="X-Shopify-Hmac-Sha256", encoding="base64")``.
+    """
+
+    header: str
+    prefix: str = ""
+    encoding: Literal["hex", "base64"] = "hex"
+    algorithm: Literal["sha256", "sha1", "sha512"] = "sha256"
+    message: str = "{body}"
+    timestamp_header: str | None = None
+    timestamp_unit: Literal["s", "ms"] = "s"
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.header, str) or not self.header.strip():
+            raise ValueError("HmacSpec.header must name the signature header")
+        for field, allowed in (("encoding", ("hex", "base64")),
+                               ("algorithm", ("sha256", "sha1", "sha512")),
+                               ("timestamp_unit", ("s", "ms"))):
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"HmacSpec.{field} must be one of {', '.join(allowed)}, "
+                                 f"got {getattr(self, field)!r}")
+        fields = self.placeholders()
+        if "timestamp" in fields and not self.timestamp_header:
+            raise ValueError("HmacSpec.message uses {timestamp}: it needs timestamp_header")
+
+    def placeholders(self) -> tuple[str, ...]:
+        """The placeholders ``message`` uses, in order (ValueError for anything else)."""
+        import string
+
+        try:
+            parts = list(string.Formatter().parse(self.message))
+        except ValueError as exc:
+            raise ValueError(f"HmacSpec.message {self.message!r} is not a valid template: "
+                             f"{exc}") from None
+        out = []
+        for _, field, spec, conversion in parts:
+            if field is None:
+                continue
+            if field not in HMAC_PLACEHOLDERS:
+                raise ValueError(f"HmacSpec.message: unknown placeholder {{{field}}}; use "
+                                 + ", ".join("{" + p + "}" for p in HMAC_PLACEHOLDERS))
+            if spec or conversion:
+                raise ValueError("HmacSpec.message takes plain placeholders, no format specs "
+                                 "or conversions")
+            out.append(field)
+        return tuple(out)
+
+
+@attrs.frozen
 class WebhookConfig:
     """How a provider signs its webhooks and how a delivery finds its installation."""
 
     scheme: WebhookScheme
     #: Environment variables holding the secret(s), first match wins; comma-separated values
     #: are several secrets (rotation).
-    secret_envs: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    secret_envs: tuple[str, ...] = attrs.field(default=(), converter=_names)
     #: JSON field of an event that names the provider account (HubSpot ``portalId``).
     account_id_field: str | None = None
     #: Header or field that uniquely identifies a delivery, for replay protection.
     delivery_id_field: str | None = None
     #: Seconds a delivery id is remembered (covers the provider's retry window).
     dedupe_ttl: float = attrs.field(default=3 * 24 * 3600, converter=float)
+    #: The signature, for ``scheme="hmac"``.
+    hmac: HmacSpec | None = None
 
 
 @attrs.frozen

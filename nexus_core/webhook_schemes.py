@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 import re
+import string
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -23,7 +24,7 @@ import attrs
 from loguru import logger
 
 from nexus_core.errors import WebhookRejected
-from nexus_core.models import Provider, WebhookRequest
+from nexus_core.models import HmacSpec, Provider, WebhookRequest
 
 if TYPE_CHECKING:
     from nexus_core.config import Settings
@@ -244,6 +245,58 @@ def verify_stripe(request: WebhookRequest, secrets: Sequence[str], check: Check)
         raise _reject("signature mismatch")
 
 
+# -- the configurable HMAC scheme ---------------------------------------------------------------
+
+_DIGESTS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1, "sha512": hashlib.sha512}
+
+
+def hmac_message(spec: HmacSpec, body: bytes, *, timestamp: str | None = None,
+                 method: str = "POST", url: str = "") -> bytes:
+    """The exact bytes ``spec.message`` names for this delivery."""
+    values = {"body": body, "timestamp": _b(timestamp or ""), "method": _b(method.upper()),
+              "url": _b(url)}
+    out = []
+    for literal, field, _, _ in string.Formatter().parse(spec.message):
+        out.append(_b(literal))
+        if field is not None:
+            out.append(values[field])
+    return b"".join(out)
+
+
+def _hmac_digest(spec: HmacSpec, secret: str, message: bytes) -> str:
+    digest = hmac.new(_b(secret), message, _DIGESTS[spec.algorithm]).digest()
+    return digest.hex() if spec.encoding == "hex" else base64.b64encode(digest).decode()
+
+
+def sign_hmac(spec: HmacSpec, secret: str, body: bytes, *, timestamp: str | int | None = None,
+              method: str = "POST", url: str = "") -> str:
+    """The header value a provider signing by ``spec`` sends: ``prefix`` + the digest."""
+    message = hmac_message(spec, body, timestamp=None if timestamp is None else str(timestamp),
+                           method=method, url=url)
+    return spec.prefix + _hmac_digest(spec, secret, message)
+
+
+def verify_hmac(request: WebhookRequest, secrets: Sequence[str], check: Check,
+                spec: HmacSpec) -> None:
+    """The ``hmac`` scheme: :class:`WebhookRejected` (401) unless ``spec``'s header holds the
+    HMAC of the signed string under one of ``secrets`` (and its timestamp is in the window)."""
+    given = _require(request, spec.header)
+    ts = None
+    if spec.timestamp_header:
+        ts = _require(request, spec.timestamp_header)
+        _timestamp(ts, spec.timestamp_header, check,
+                   unit=1000.0 if spec.timestamp_unit == "ms" else 1.0)
+    if not given.startswith(spec.prefix):
+        raise _reject(f"malformed {spec.header} header")
+    digest = given[len(spec.prefix):]
+    if spec.encoding == "hex":
+        digest = digest.lower()
+    message = hmac_message(spec, request.body, timestamp=ts, method=request.method,
+                           url=check.url)
+    if not _any_match([digest], (_hmac_digest(spec, s, message) for s in secrets)):
+        raise _reject("signature mismatch")
+
+
 Verifier = Callable[[WebhookRequest, Sequence[str], Check], None]
 
 #: scheme name (``WebhookConfig.scheme``) -> verifier; ``custom`` goes to the verify_webhook hook.
@@ -291,4 +344,16 @@ def verify_request(
         if ok is not True:
             raise _reject("signature mismatch")
         return
-    SCHEMES[scheme](request, secrets, check)
+    if scheme == "hmac":
+        if provider.webhook.hmac is None:
+            logger.error("provider {} declares the hmac webhook scheme without an HmacSpec; "
+                         "every delivery is rejected", provider.id)
+            raise _reject("no HMAC spec for this provider")
+        verify_hmac(request, secrets, check, provider.webhook.hmac)
+        return
+    verifier = SCHEMES.get(scheme)
+    if verifier is None:
+        logger.error("provider {} declares the unknown webhook scheme {!r}; every delivery is "
+                     "rejected", provider.id, scheme)
+        raise _reject("no verifier for this provider")
+    verifier(request, secrets, check)

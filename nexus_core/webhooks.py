@@ -36,8 +36,10 @@ from nexus_core.webhook_schemes import (
     Check,
     Verifier,
     configured_secrets,
+    hmac_message,
     hubspot_uri,
     parse_stripe_header,
+    sign_hmac,
     sign_hubspot_v1,
     sign_hubspot_v2,
     sign_hubspot_v3,
@@ -46,6 +48,7 @@ from nexus_core.webhook_schemes import (
     sign_stripe,
     standard_webhooks_key,
     stripe_header,
+    verify_hmac,
     verify_hubspot_v1,
     verify_hubspot_v2,
     verify_hubspot_v3,
@@ -62,12 +65,12 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_DEDUPE_TTL", "DEFAULT_MAX_BODY", "DEFAULT_TOLERANCE", "SCHEMES",
     "Check", "IngressOptions", "IngressResult", "Target", "Verifier", "WebhookIngress",
-    "configured_secrets", "delivery_id", "hubspot_uri", "ingest_webhook", "parse_stripe_header",
-    "public_request_url", "record_outcome", "sign_hubspot_v1", "sign_hubspot_v2",
-    "sign_hubspot_v3", "sign_slack", "sign_standard_webhooks", "sign_stripe",
-    "standard_webhooks_key", "stripe_header", "verify_hubspot_v1", "verify_hubspot_v2",
-    "verify_hubspot_v3", "verify_request", "verify_slack", "verify_standard_webhooks",
-    "verify_stripe",
+    "configured_secrets", "delivery_id", "hmac_message", "hubspot_uri", "ingest_webhook",
+    "parse_stripe_header", "public_request_url", "record_outcome", "sign_hmac",
+    "sign_hubspot_v1", "sign_hubspot_v2", "sign_hubspot_v3", "sign_slack",
+    "sign_standard_webhooks", "sign_stripe", "standard_webhooks_key", "stripe_header",
+    "verify_hmac", "verify_hubspot_v1", "verify_hubspot_v2", "verify_hubspot_v3",
+    "verify_request", "verify_slack", "verify_standard_webhooks", "verify_stripe",
 ]
 
 DEFAULT_MAX_BODY = 1024 * 1024

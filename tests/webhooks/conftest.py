@@ -14,6 +14,7 @@ from rq.serializers import JSONSerializer
 
 from nexus_core import (
     BaseConnector,
+    HmacSpec,
     OAuthConfig,
     Provider,
     SyncPage,
@@ -32,6 +33,12 @@ SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 STD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 STRIPE_SECRET = "whsec_test_secret"
 CUSTOM_SECRET = "custom-token"
+GITHUB_SECRET = "It's a Secret to Everybody"
+ACME_HMAC_SECRET = "acme-hmac-secret"
+GITHUB_SPEC = HmacSpec(header="X-Hub-Signature-256", prefix="sha256=")
+ACME_SPEC = HmacSpec(header="X-Acme-Signature", prefix="v1=", encoding="base64",
+                     algorithm="sha512", message="{timestamp}.{method}.{url}.{body}",
+                     timestamp_header="X-Acme-Timestamp", timestamp_unit="ms")
 PUBLIC_URL = "https://hooks.example.com"
 
 
@@ -119,12 +126,28 @@ class CustomApp(_Connector):
         return any(hmac.compare_digest(token.encode(), s.encode()) for s in secrets)
 
 
+class GitHubLikeApp(_Connector):
+    provider = Provider(id="github-like", name="GitHub-style HMAC (test)", version="0",
+                        webhook=WebhookConfig(scheme="hmac", hmac=GITHUB_SPEC,
+                                              secret_envs=("GITHUB_WEBHOOK_SECRET",),
+                                              account_id_field="account",
+                                              delivery_id_field="X-GitHub-Delivery"))
+
+
+class AcmeHmacApp(_Connector):
+    provider = Provider(id="acme-hmac", name="Timestamped HMAC (test)", version="0",
+                        webhook=WebhookConfig(scheme="hmac", hmac=ACME_SPEC,
+                                              secret_envs=("ACME_HMAC_SECRET",),
+                                              account_id_field="account",
+                                              delivery_id_field="id"))
+
+
 class NoWebhooksApp(_Connector):
     provider = Provider(id="quiet", name="No webhooks (test)", version="0")
 
 
 TEST_PROVIDERS = (HubSpotApp, HubSpotV1App, HubSpotV2App, SlackApp, StandardApp, StripeApp,
-                  CustomApp, NoWebhooksApp)
+                  CustomApp, GitHubLikeApp, AcmeHmacApp, NoWebhooksApp)
 
 BASE_ENV = {
     "HUBSPOT_WEBHOOK_SECRET": HUBSPOT_SECRET,
@@ -133,6 +156,8 @@ BASE_ENV = {
     "STD_WEBHOOK_SECRET": STD_SECRET,
     "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
     "CUSTOM_SECRET": CUSTOM_SECRET,
+    "GITHUB_WEBHOOK_SECRET": GITHUB_SECRET,
+    "ACME_HMAC_SECRET": ACME_HMAC_SECRET,
     "NEXUS_PUBLIC_URL": PUBLIC_URL,
     "NEXUS_WEBHOOK_MAX_BODY": "65536",
     "HUBSPOT_CLIENT_ID": "hs-client-id",
@@ -172,6 +197,8 @@ def store(sqlite_url):
     s.add_installation("tenant-f", "inst-f", "custom", account_id="c-1")
     s.add_installation("tenant-g", "inst-g", "hubspot-v1", account_id="62515")
     s.add_installation("tenant-h", "inst-h", "hubspot-v2", account_id="62515")
+    s.add_installation("tenant-i", "inst-i", "github-like", account_id="gh-42")
+    s.add_installation("tenant-j", "inst-j", "acme-hmac", account_id="acme-1")
     try:
         yield s
     finally:
@@ -233,6 +260,20 @@ def stripe_headers(body, *, secret=STRIPE_SECRET, ts=None):
     ts = ts if ts is not None else int(time.time())
     return {"Stripe-Signature": wh.stripe_header(secret, ts, body),
             "Content-Type": "application/json"}
+
+
+def github_headers(body, *, secret=GITHUB_SECRET, delivery=None):
+    return {"X-Hub-Signature-256": wh.sign_hmac(GITHUB_SPEC, secret, body),
+            "X-GitHub-Delivery": delivery or uuid.uuid4().hex,
+            "Content-Type": "application/json"}
+
+
+def acme_hmac_headers(body, path="/webhooks/acme-hmac", *, secret=ACME_HMAC_SECRET, ts_ms=None,
+                      base=PUBLIC_URL):
+    ts = str(ts_ms if ts_ms is not None else int(time.time() * 1000))
+    return {"X-Acme-Signature": wh.sign_hmac(ACME_SPEC, secret, body, timestamp=ts,
+                                             method="POST", url=base + path),
+            "X-Acme-Timestamp": ts, "Content-Type": "application/json"}
 
 
 def slack_event(team="T1DC2JH3J", event_id="Ev0001"):
