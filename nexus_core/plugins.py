@@ -7,6 +7,7 @@ fast however many plugins are installed.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import threading
 from collections.abc import Iterable, Iterator
@@ -55,6 +56,70 @@ class NexusPluginManager(pluggy.PluginManager):
         ):
             return {}
         return opts
+
+
+def did_you_mean(name: str, candidates: Iterable[str], cutoff: float = 0.8) -> str:
+    """`` (did you mean X?)`` for the closest candidate, else ""."""
+    close = difflib.get_close_matches(name.lower(), sorted(candidates), n=1, cutoff=cutoff)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _looks_like_a_typo_of_a_hook(name: str) -> str:
+    """did_you_mean for a method name, strict: a helper named after a hook plus a word
+    (``backfill_page``, ``fetch_delta``) is a helper, not a typo."""
+    lower = name.lower()
+    hooks = [h for h in HOOK_NAMES
+             if not (lower.startswith(h + "_") or lower.endswith("_" + h))]
+    return did_you_mean(name, hooks, cutoff=0.85)
+
+
+def _misspelt_methods(plugin: Any) -> list[str]:
+    """Public methods of a :class:`BaseConnector` subclass whose names are close to a hook
+    name but are not one: in class style any method named after a hook is a hook, so a typo
+    (``healthcheck``) would otherwise be a method nobody calls."""
+    problems = []
+    for cls in type(plugin).__mro__:
+        if cls in (BaseConnector, object):
+            continue
+        for name, value in vars(cls).items():
+            if name.startswith("_") or name in HOOK_NAMES or not callable(value):
+                continue
+            hint = _looks_like_a_typo_of_a_hook(name)
+            if hint:
+                problems.append(f"method {name}() is not a hook{hint}")
+    return sorted(set(problems))
+
+
+def provider_problems(provider: Provider, hooks: Iterable[str]) -> list[str]:
+    """What keeps a provider's metadata from working, each a sentence naming the fix."""
+    from nexus_core.webhook_schemes import SCHEMES
+
+    hooks = set(hooks)
+    problems = []
+    if provider.auth_type == "oauth2" and provider.oauth is None:
+        problems.append(
+            "auth_type is 'oauth2' (the default) but no oauth=OAuthConfig(authorize_url=..., "
+            "token_url=...) is declared; declare it, or set auth_type to 'api_key', 'basic' "
+            "or 'none'"
+        )
+    if not provider.streams:
+        problems.append("declares no streams; set Provider.streams, e.g. "
+                        "streams=(Stream(\"items\", cursor_field=\"updated_at\"),)")
+    webhook = provider.webhook
+    if webhook is not None:
+        known = {*SCHEMES, "hmac", "custom"}
+        if webhook.scheme not in known:
+            problems.append(f"unknown webhook scheme {webhook.scheme!r}"
+                            f"{did_you_mean(webhook.scheme, known)}; known schemes: "
+                            f"{', '.join(sorted(known))}")
+        elif webhook.scheme == "custom" and "verify_webhook" not in hooks:
+            problems.append("webhook scheme 'custom' needs a verify_webhook hook (without it "
+                            "every delivery would be rejected); implement it, or declare a "
+                            "built-in scheme such as 'hmac'")
+        elif webhook.scheme == "hmac" and webhook.hmac is None:
+            problems.append("webhook scheme 'hmac' needs hmac=HmacSpec(header=...) in "
+                            "WebhookConfig")
+    return problems
 
 
 def _api_version_problem(obj: Any) -> str | None:
@@ -122,6 +187,10 @@ class PluginRegistry:
             return skipped(problem)
         if name in self._infos and self._infos[name].status == "ok":
             return skipped(f"a plugin named {name!r} is already loaded")
+        if isinstance(plugin, BaseConnector):
+            misspelt = _misspelt_methods(plugin)
+            if misspelt:
+                return skipped("; ".join(misspelt))
         try:
             self.pm.register(plugin, name)
         except Exception as exc:  # pluggy's validation errors, bad signatures
@@ -130,9 +199,10 @@ class PluginRegistry:
         unknown = [h for h in hooks if h not in HOOK_NAMES]
         if unknown:
             self.pm.unregister(plugin)
+            named = ", ".join(h + did_you_mean(h, HOOK_NAMES) for h in unknown)
             return skipped(
-                f"implements unknown hook(s) {', '.join(unknown)} (misspelt?); "
-                f"known hooks: {', '.join(sorted(HOOK_NAMES))}",
+                f"implements unknown hook(s) {named}; known hooks: "
+                f"{', '.join(sorted(HOOK_NAMES))}",
                 hooks,
             )
         provider_id = None
@@ -144,6 +214,9 @@ class PluginRegistry:
                     raise PluginError(
                         f"provider plugin lacks required hook(s) {', '.join(missing)}"
                     )
+                problems = provider_problems(provider, hooks)
+                if problems:
+                    raise PluginError(f"provider {provider.id!r}: " + "; ".join(problems))
                 owner = self._provider_plugin.get(provider.id)
                 if owner is not None:
                     raise PluginError(

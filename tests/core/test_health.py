@@ -31,7 +31,7 @@ def app(status, headers=()):
 
 class Pinger(BaseConnector):
     provider = Provider(id="pinger", name="Pinger", version="1", auth_type="api_key",
-                        retry=RetryConfig(max_retries=0),
+                        retry=RetryConfig(max_retries=0), streams=("pings",),
                         base_url_env="PINGER_BASE_URL")
 
     def backfill(self, ctx, stream, cursor):
@@ -91,7 +91,8 @@ def test_unreachable_provider_is_unhealthy(service):
 
 def test_provider_without_health_hook_is_never_reported_healthy(nexus_registry):
     class Silent(BaseConnector):
-        provider = Provider(id="silent", name="Silent", version="1", auth_type="none")
+        provider = Provider(id="silent", name="Silent", version="1", auth_type="none",
+                            streams=("s",))
 
         def backfill(self, ctx, stream, cursor):
             return SyncPage(done=True)

@@ -22,7 +22,8 @@ from nexus_core.plugins import PluginRegistry
 
 
 def make_connector(pid, **methods):
-    attrs = {"provider": Provider(id=pid, name=pid, version="1"),
+    attrs = {"provider": Provider(id=pid, name=pid, version="1", auth_type="none",
+                                  streams=("s",)),
              "backfill": lambda self, ctx, stream, cursor: SyncPage(done=True)}
     attrs.update(methods)
     return type(f"{pid.title()}Connector", (BaseConnector,), attrs)

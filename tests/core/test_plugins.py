@@ -14,7 +14,8 @@ def provider_module(pid, **extra):
 
     @hookimpl
     def nexus_provider():
-        return Provider(id=pid, name=pid.title(), version="1.0")
+        return Provider(id=pid, name=pid.title(), version="1.0", auth_type="none",
+                        streams=("s",))
 
     @hookimpl
     def backfill(ctx, stream, cursor):
@@ -92,7 +93,8 @@ def test_duplicate_provider_id_is_skipped_and_the_first_keeps_working():
 
 def test_provider_without_required_hook_is_skipped_with_reason():
     mod = types.ModuleType("nobackfill")
-    mod.nexus_provider = hookimpl(lambda: Provider(id="x", name="X", version="1"))
+    mod.nexus_provider = hookimpl(lambda: Provider(id="x", name="X", version="1",
+                                                         auth_type="none", streams=("s",)))
     info = PluginRegistry().register(mod, "nobackfill")
     assert info.status == "skipped" and "lacks required hook(s) backfill" in info.reason
 
@@ -123,7 +125,8 @@ def test_nexus_provider_returning_garbage_is_skipped():
 
 def test_class_style_connector_methods_are_hooks_without_decorators():
     class Classy(BaseConnector):
-        provider = Provider(id="classy", name="Classy", version="1")
+        provider = Provider(id="classy", name="Classy", version="1", auth_type="none",
+                            streams=("s",))
 
         def backfill(self, ctx, stream, cursor):
             return SyncPage(next_cursor=f"classy:{stream}", done=True)
@@ -154,7 +157,8 @@ def test_registered_context_manager_unregisters_and_refuses_broken_plugins():
         assert "alpha" in reg.providers
     assert reg.providers == {} and reg.infos == []
     broken = types.ModuleType("broken")
-    broken.nexus_provider = hookimpl(lambda: Provider(id="b", name="B", version="1"))
+    broken.nexus_provider = hookimpl(lambda: Provider(id="b", name="B", version="1",
+                                                            auth_type="none", streams=("s",)))
     with pytest.raises(PluginError, match="lacks required hook"):
         with registered(broken, registry=reg):
             pass

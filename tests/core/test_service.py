@@ -29,7 +29,8 @@ def service():
                                  webhook=WebhookConfig(scheme="hubspot-v3"),
                                  oauth=OAuthConfig(authorize_url="https://a", token_url="https://t",
                                                    client_id_env="CRM_CLIENT_ID"))), "crm")
-    reg.register(Hooked(Provider(id="chat", name="Chat", version="1", auth_type="api_key")), "chat")
+    reg.register(Hooked(Provider(id="chat", name="Chat", version="1", auth_type="api_key",
+                                 streams=("messages",))), "chat")
     return IntegrationService(settings=load_settings({}, env_file=None), registry=reg).initialize()
 
 

@@ -20,7 +20,7 @@ from loguru import logger
 
 from nexus_core.config import load_settings
 from nexus_core.http import ProviderSession
-from nexus_core.models import Provider, RateLimits, RetryConfig, Timeouts
+from nexus_core.models import OAuthConfig, Provider, RateLimits, RetryConfig, Timeouts
 
 HANG = object()
 BASE_URL_ENV = "ACME_BASE_URL"
@@ -142,6 +142,9 @@ def make_provider(**overrides: Any) -> Provider:
         "rate_limits": RateLimits(requests_per_second=1000, burst_size=1000),
         "timeouts": Timeouts(connect=1.0, read=2.0),
         "retry": RetryConfig(max_retries=2, backoff_multiplier=2.0, max_backoff=0.2),
+        "oauth": OAuthConfig(authorize_url="https://app.acme.invalid/oauth/authorize",
+                             token_url="https://api.acme.invalid/oauth/token"),
+        "streams": ("contacts",),
     }
     fields.update(overrides)
     return Provider(**fields)

@@ -94,7 +94,7 @@ def test_installs_show_prints_the_webhook_url_and_rotate_changes_it(
 
     class Hooked(acme_registry.pm.get_plugin("acme").__class__):
         provider = acme_registry.providers["acme"].__class__(
-            id="hooked", name="Hooked", version="1", auth_type="api_key",
+            id="hooked", name="Hooked", version="1", auth_type="api_key", streams=("s",),
             webhook=WebhookConfig(scheme="standard-webhooks", secret_envs=("X",)))
 
     with registered(Hooked, "hooked", registry=acme_registry):

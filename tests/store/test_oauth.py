@@ -163,7 +163,8 @@ def test_a_foreign_state_is_rejected_and_nothing_is_stored(
     q2 = _start(store, acme_registry, settings, "t1", "i1")
 
     class Other(BaseConnector):
-        provider = Provider(id="other", name="Other", version="1", oauth=fakes.ACME.oauth)
+        provider = Provider(id="other", name="Other", version="1", oauth=fakes.ACME.oauth,
+                            streams=("s",))
 
         def backfill(self, ctx, stream, cursor):
             return SyncPage(done=True)
@@ -347,6 +348,7 @@ def test_slack_style_basic_auth_and_200_ok_false_errors(
 ):
     slack = Provider(
         id="slackish", name="Slackish", version="1", base_url="https://slack.test/api",
+        streams=("channels",),
         base_url_env="SLACKISH_BASE_URL", scopes=("channels:read", "chat:write"),
         oauth=OAuthConfig(authorize_url="https://slack.test/oauth/v2/authorize",
                           token_url="https://slack.test/api/oauth.v2.access",
@@ -482,7 +484,8 @@ def test_refresh_error_answers_are_classified_as_each_provider_declares(
 
 def test_a_provider_without_oauth_gets_a_clear_error(store, nexus_registry, settings):
     class ApiKeyOnly(BaseConnector):
-        provider = Provider(id="keyed", name="Keyed", version="1", auth_type="api_key")
+        provider = Provider(id="keyed", name="Keyed", version="1", auth_type="api_key",
+                            streams=("s",))
 
         def backfill(self, ctx, stream, cursor):
             return SyncPage(done=True)

@@ -49,7 +49,7 @@ class _Connector(BaseConnector):
 
 class HubSpotApp(_Connector):
     provider = Provider(
-        id="hubspot", name="HubSpot (test)", version="0",
+        id="hubspot", name="HubSpot (test)", version="0", streams=("contacts",),
         oauth=OAuthConfig(authorize_url="https://app.hubspot.com/oauth/authorize",
                           token_url="https://api.hubapi.com/oauth/v1/token",
                           client_id_env="HUBSPOT_CLIENT_ID",
@@ -77,6 +77,7 @@ class HubSpotApp(_Connector):
 
 class HubSpotV1App(_Connector):
     provider = Provider(id="hubspot-v1", name="HubSpot v1 (test)", version="0",
+                        auth_type="none", streams=("events",),
                         webhook=WebhookConfig(scheme="hubspot-v1", secret_envs=("HUBSPOT_SECRET",),
                                               account_id_field="portalId",
                                               delivery_id_field="eventId"))
@@ -84,6 +85,7 @@ class HubSpotV1App(_Connector):
 
 class HubSpotV2App(_Connector):
     provider = Provider(id="hubspot-v2", name="HubSpot v2 (test)", version="0",
+                        auth_type="none", streams=("events",),
                         webhook=WebhookConfig(scheme="hubspot-v2", secret_envs=("HUBSPOT_SECRET",),
                                               account_id_field="portalId",
                                               delivery_id_field="eventId"))
@@ -91,6 +93,7 @@ class HubSpotV2App(_Connector):
 
 class SlackApp(_Connector):
     provider = Provider(id="slack", name="Slack (test)", version="0",
+                        auth_type="none", streams=("events",),
                         webhook=WebhookConfig(scheme="slack-v0",
                                               secret_envs=("SLACK_SIGNING_SECRET",),
                                               account_id_field="team_id",
@@ -99,6 +102,7 @@ class SlackApp(_Connector):
 
 class StandardApp(_Connector):
     provider = Provider(id="std", name="Standard Webhooks (test)", version="0",
+                        auth_type="none", streams=("events",),
                         webhook=WebhookConfig(scheme="standard-webhooks",
                                               secret_envs=("STD_WEBHOOK_SECRET",),
                                               account_id_field="account_id",
@@ -107,6 +111,7 @@ class StandardApp(_Connector):
 
 class StripeApp(_Connector):
     provider = Provider(id="stripe-like", name="Stripe-style (test)", version="0",
+                        auth_type="none", streams=("events",),
                         webhook=WebhookConfig(scheme="stripe",
                                               secret_envs=("STRIPE_WEBHOOK_SECRET",),
                                               account_id_field="account",
@@ -115,6 +120,7 @@ class StripeApp(_Connector):
 
 class CustomApp(_Connector):
     provider = Provider(id="custom", name="Custom scheme (test)", version="0",
+                        auth_type="none", streams=("events",),
                         webhook=WebhookConfig(scheme="custom", secret_envs=("CUSTOM_SECRET",),
                                               account_id_field="account"))
 
@@ -128,6 +134,7 @@ class CustomApp(_Connector):
 
 class GitHubLikeApp(_Connector):
     provider = Provider(id="github-like", name="GitHub-style HMAC (test)", version="0",
+                        auth_type="none", streams=("events",),
                         webhook=WebhookConfig(scheme="hmac", hmac=GITHUB_SPEC,
                                               secret_envs=("GITHUB_WEBHOOK_SECRET",),
                                               account_id_field="account",
@@ -136,6 +143,7 @@ class GitHubLikeApp(_Connector):
 
 class AcmeHmacApp(_Connector):
     provider = Provider(id="acme-hmac", name="Timestamped HMAC (test)", version="0",
+                        auth_type="none", streams=("events",),
                         webhook=WebhookConfig(scheme="hmac", hmac=ACME_SPEC,
                                               secret_envs=("ACME_HMAC_SECRET",),
                                               account_id_field="account",
@@ -143,7 +151,8 @@ class AcmeHmacApp(_Connector):
 
 
 class NoWebhooksApp(_Connector):
-    provider = Provider(id="quiet", name="No webhooks (test)", version="0")
+    provider = Provider(id="quiet", name="No webhooks (test)", version="0", auth_type="none",
+                        streams=("events",))
 
 
 TEST_PROVIDERS = (HubSpotApp, HubSpotV1App, HubSpotV2App, SlackApp, StandardApp, StripeApp,
