@@ -26,6 +26,7 @@ from nexus_core.hookspecs import CORE_API_VERSION, hookimpl, hookspec
 from nexus_core.models import (
     ConnectorContext,
     Credentials,
+    EnvVar,
     Health,
     HmacSpec,
     Installation,
@@ -44,6 +45,7 @@ from nexus_core.models import (
 )
 
 if TYPE_CHECKING:
+    from nexus_core.config import provider_setting
     from nexus_core.plugins import load_plugins, registered
     from nexus_core.service import IntegrationService
     from nexus_core.store import Store
@@ -55,6 +57,7 @@ __all__ = [
     "ConfigError",
     "ConnectorContext",
     "Credentials",
+    "EnvVar",
     "Health",
     "HmacSpec",
     "Installation",
@@ -84,12 +87,14 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "load_plugins",
+    "provider_setting",
     "registered",
 ]
 
 _LAZY = {
     "IntegrationService": "nexus_core.service",
     "load_plugins": "nexus_core.plugins",
+    "provider_setting": "nexus_core.config",
     "registered": "nexus_core.plugins",
     "Store": "nexus_core.store",
 }

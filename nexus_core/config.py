@@ -409,6 +409,13 @@ def get_settings() -> Settings:
     return _cached
 
 
+def provider_setting(name: str, default: str | None = None) -> str | None:
+    """A provider plugin's own variable, read exactly as the core reads its own: the process
+    environment over ``.env``, an empty value counting as unset. Declare the variables a
+    plugin reads in ``Provider.env`` so ``nexus providers show`` lists them."""
+    return get_settings().get(name, default)
+
+
 def reset_settings() -> None:
     global _cached
     _cached = None

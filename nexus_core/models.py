@@ -267,6 +267,36 @@ class WebhookConfig:
     hmac: HmacSpec | None = None
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@attrs.frozen
+class EnvVar:
+    """An environment variable a provider plugin reads (``.env`` counts too): shown by
+    ``nexus providers show`` with whether it is set — and its value only when not ``secret``.
+    Read it with :func:`nexus_core.provider_setting`."""
+
+    name: str
+    help: str = ""
+    secret: bool = False
+    #: The provider does not work without it.
+    required: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _ENV_NAME.fullmatch(self.name):
+            raise ValueError(f"an environment variable name is letters, digits and _, "
+                             f"got {self.name!r}")
+
+
+def _env_vars(value: Any) -> tuple[EnvVar, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str | EnvVar):
+        value = (value,)
+    return tuple(v if isinstance(v, EnvVar) else EnvVar(v) if isinstance(v, str)
+                 else EnvVar(**v) for v in value)
+
+
 @attrs.frozen
 class Provider:
     """A provider's metadata, returned by the ``nexus_provider`` hook.
@@ -290,6 +320,9 @@ class Provider:
     description: str = ""
     #: Environment variable that overrides ``base_url`` (simulators, sandboxes).
     base_url_env: str | None = None
+    #: The plugin's own environment variables (the core's conventional ones are derived, see
+    #: :meth:`variables`); names are accepted for ``EnvVar(name)``.
+    env: tuple[EnvVar, ...] = attrs.field(default=(), converter=_env_vars)
 
     def __attrs_post_init__(self) -> None:
         if not self.id or not self.id.replace("-", "").replace("_", "").isalnum():
@@ -319,6 +352,47 @@ class Provider:
     @property
     def stream_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.streams)
+
+    def variables(self) -> tuple[EnvVar, ...]:
+        """Every environment variable this provider reads: :attr:`env`, then those the core
+        derives from the metadata — the OAuth client id, secret and redirect URI
+        (``<ID>_CLIENT_ID``, ``<ID>_CLIENT_SECRET``, ``<ID>_REDIRECT_URI`` unless
+        ``OAuthConfig`` names others), the ``<ID>_AUTHORIZE_URL``/``<ID>_TOKEN_URL``
+        overrides, the webhook secrets and ``base_url_env``. A variable listed twice is one,
+        secret if either says so."""
+        out: dict[str, EnvVar] = {}
+
+        def add(var: EnvVar) -> None:
+            seen = out.get(var.name)
+            out[var.name] = var if seen is None else attrs.evolve(
+                seen, help=seen.help or var.help, secret=seen.secret or var.secret,
+                required=seen.required or var.required)
+
+        for var in self.env:
+            add(var)
+        prefix = self.env_prefix
+        if self.oauth is not None:
+            add(EnvVar(self.oauth.client_id_env or f"{prefix}_CLIENT_ID",
+                       f"OAuth client id of the app registered with {self.name}", required=True))
+            add(EnvVar(self.oauth.client_secret_env or f"{prefix}_CLIENT_SECRET",
+                       "OAuth client secret of that app", secret=True,
+                       required=not self.oauth.pkce))
+            add(EnvVar(self.oauth.redirect_uri_env or f"{prefix}_REDIRECT_URI",
+                       "OAuth redirect URI registered with the app (unless given per flow)"))
+            add(EnvVar(f"{prefix}_AUTHORIZE_URL",
+                       f"overrides the authorize URL {self.oauth.authorize_url}"))
+            add(EnvVar(f"{prefix}_TOKEN_URL", f"overrides the token URL {self.oauth.token_url}"))
+        if self.webhook is not None:
+            envs = self.webhook.secret_envs
+            for n, name in enumerate(envs):
+                add(EnvVar(name, "webhook signing secret (comma-separated during rotation)"
+                           + (f"; used when {', '.join(envs[:n])} is unset" if n else ""),
+                           secret=True))
+        if self.base_url_env:
+            add(EnvVar(self.base_url_env,
+                       f"overrides the API base URL {self.base_url or '(none)'} "
+                       "(sandboxes, simulators)"))
+        return tuple(out.values())
 
     def stream(self, name: str) -> Stream:
         """The declared stream ``name``; :class:`~nexus_core.errors.PluginError` naming the

@@ -123,10 +123,10 @@ class IntegrationService:
                     f"unknown stream(s) {', '.join(map(str, unknown))}; "
                     f"{provider.id} has: {', '.join(provider.stream_names) or 'none'}"
                 )
-        if provider.oauth is not None:
-            for env in (provider.oauth.client_id_env, provider.oauth.client_secret_env):
-                if env and not self.settings.get(env):
-                    warnings.append(f"{env} is not set: the OAuth flow for {provider.id} will fail")
+        for var in provider.variables():
+            if var.required and not self.settings.get(var.name):
+                warnings.append(f"{var.name} is not set ({var.help}): {provider.id} will not "
+                                "work without it")
         return ConfigValidation(not errors, errors, warnings)
 
     def get_connector_stats(self, *, sync: bool = False) -> dict[str, Any]:

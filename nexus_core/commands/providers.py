@@ -70,7 +70,9 @@ def list_providers(as_json: bool) -> None:
 @click.argument("provider_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def show_provider(provider_id: str, as_json: bool) -> None:
-    """Show everything known about one provider (exits 1 listing known ids if unknown)."""
+    """Show everything known about one provider (exits 1 listing known ids if unknown), with
+    every environment variable it reads and whether it is set (values of secrets: never)."""
+    from nexus_core.config import get_settings
     from nexus_core.converters import unstructure
     from nexus_core.plugins import load_plugins
 
@@ -80,11 +82,14 @@ def show_provider(provider_id: str, as_json: bool) -> None:
     data = unstructure(provider)
     data["supports_webhooks"] = provider.supports_webhooks
     data["distribution"] = _summary(provider, registry)["distribution"]
+    data["variables"] = variables = _variables(provider, get_settings())
     if as_json:
         echo_json(data)
         return
     for key in sorted(data):
         value = data[key]
+        if key in ("variables", "env"):
+            continue
         if key == "streams":
             value = ", ".join(_stream_text(s) for s in provider.streams)
         elif isinstance(value, dict):
@@ -92,3 +97,22 @@ def show_provider(provider_id: str, as_json: bool) -> None:
         elif isinstance(value, list):
             value = ", ".join(map(str, value))
         click.echo(f"{key:18} {value}")
+    click.echo("variables" if variables else "variables          none")
+    width = max((len(v["name"]) for v in variables), default=0)
+    for var in variables:
+        shown = "(secret)" if var["secret"] else var["value"]
+        state = f"set: {shown}" if var["set"] else "unset"
+        needed = ", required" if var["required"] else ""
+        click.echo(f"  {var['name']:{width}}  {state}  ({var['help'] or 'no description'}"
+                   f"{needed})")
+
+
+def _variables(provider: Any, settings: Any) -> list[dict[str, Any]]:
+    """Each variable the provider reads, set or not; a secret's value is never included."""
+    out = []
+    for var in provider.variables():
+        value = settings.get(var.name)
+        out.append({"name": var.name, "help": var.help, "secret": var.secret,
+                    "required": var.required, "set": value is not None,
+                    "value": None if var.secret else value})
+    return out

@@ -54,7 +54,12 @@ def test_validate_connector_config(service):
     ok = service.validate_connector_config("crm", {"streams": ["contacts"],
                                                    "rate_limits": {"requests_per_second": 2}})
     assert ok.valid and ok.errors == []
-    assert ok.warnings == ["CRM_CLIENT_ID is not set: the OAuth flow for crm will fail"]
+    assert ok.warnings == [
+        "CRM_CLIENT_ID is not set (OAuth client id of the app registered with CRM): crm will not "
+        "work without it",
+        "CRM_CLIENT_SECRET is not set (OAuth client secret of that app): crm will not work "
+        "without it",
+    ]
     bad = service.validate_connector_config(
         "crm", {"streams": ["tickets"], "rate_limits": {"burst_size": 0},
                 "timeouts": {"read": -1}})
