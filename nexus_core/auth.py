@@ -20,6 +20,10 @@ Nothing here names a provider.
 
 The settings used (client id/secret, endpoint overrides) are, unless passed, those of the OAuth
 operation in progress — the callback or refresh that called the hook — else the process's.
+
+Hand-written on ``requests`` for the reasons given in :mod:`nexus_core.oauth` (oauthlib refuses
+``http://`` token endpoints, such as local simulators, without a process-wide flag, and cannot
+read errors inside an HTTP 200).
 """
 
 from __future__ import annotations

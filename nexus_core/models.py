@@ -64,7 +64,8 @@ class Stream:
     name: str
     primary_key: str | tuple[str, ...] = attrs.field(default="id", converter=_primary_key)
     cursor_field: str | None = None
-    json_schema: dict[str, Any] | None = None
+    # Dicts are left out of the hash, so that a Provider stays hashable.
+    json_schema: dict[str, Any] | None = attrs.field(default=None, hash=False)
     description: str = ""
 
     def __attrs_post_init__(self) -> None:
@@ -171,7 +172,7 @@ class OAuthConfig:
     account_id_field: str | None = None
     account_id_pattern: str | None = None
     #: ``Credentials.extra`` key -> path in the token response (``{"team_name": "team.name"}``).
-    extra_fields: dict[str, str] = attrs.Factory(dict)
+    extra_fields: dict[str, str] = attrs.field(factory=dict, hash=False)
     #: The Authorization scheme to send (``"Bearer"``) whatever the response's ``token_type``
     #: says; None: the response's, ``bearer`` normalized to ``Bearer``.
     token_type: str | None = None

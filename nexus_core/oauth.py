@@ -2,12 +2,13 @@
 
 Written by hand on ``requests`` rather than requests-oauthlib: oauthlib refuses plain-HTTP token
 endpoints unless a process-wide ``OAUTHLIB_INSECURE_TRANSPORT`` flag is set (our simulators and
-tests run on 127.0.0.1), it cannot read Slack's ``200 {"ok": false}`` errors without compliance
-hooks, and it would hide the three things this module exists for: the one-time stored ``state``,
-the error classification (``invalid_grant`` → ``needs_reauth``), and the single-flight refresh.
-The flow itself (RFC 6749 §4.1 + RFC 7636 S256) is ~40 lines here; the token exchanges and the
-reading of token responses, declared per provider on ``OAuthConfig``, are in
-:mod:`nexus_core.auth`, where a plugin's own ``authorize``/``refresh`` hook can call them too.
+tests run on 127.0.0.1), it cannot read errors inside an HTTP 200 (``{"ok": false}``) without
+compliance hooks, and it would hide the three things this module exists for: the one-time
+stored ``state``, the error classification (``invalid_grant`` → ``needs_reauth``), and the
+single-flight refresh. The flow itself (RFC 6749 §4.1 + RFC 7636 S256) is ~40 lines here;
+the token exchanges and the reading of token responses, declared per provider on
+``OAuthConfig``, are in :mod:`nexus_core.auth`, where a plugin's own ``authorize``/``refresh``
+hook can call them too.
 
 Refresh is single-flight across processes: a Redis lock per installation. Whoever wins refreshes
 and commits the new credentials (rotated refresh token included) *before* releasing the lock;

@@ -15,6 +15,10 @@ would loop forever) is one too.
 :class:`IncrementalCursor` is the delta side: the highest value of the stream's cursor field
 seen plus the keys of the records AT that value, so a ``>=`` query neither loses records that
 share the boundary timestamp (as ``>`` would) nor re-delivers them forever.
+
+Written here rather than taken from singer-sdk or the Airbyte CDK: both tie their paginators
+to their own stream and request classes and bring their framework along; these are a few
+lines each over ``ctx.http``. ``requests`` (a dependency already) parses the ``Link`` header.
 """
 
 from __future__ import annotations

@@ -137,3 +137,9 @@ def test_streams_are_validated():
         Stream("s", primary_key=())
     with pytest.raises(TypeError, match="a name or a nexus_core.Stream"):
         Provider(id="x", name="X", version="1", streams=(42,))
+
+
+def test_providers_stay_hashable_with_their_dict_fields():
+    provider = EXAMPLES[1]
+    assert provider.streams[1].json_schema and provider.oauth.extra_fields
+    assert {provider: 1}[provider] == 1
