@@ -31,7 +31,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "authoring.md"
 def toolkit_blocks() -> list[str]:
     text = DOC.read_text()
     section = text.split("\n## Toolkit\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    return re.findall(r"```python(?: exec)?\n(.*?)```", section, flags=re.S)
 
 
 @pytest.fixture(scope="module")
