@@ -1,15 +1,9 @@
 """Workers: RQ's ``Worker``/``SimpleWorker`` with the JSON serializer, plugins loaded before the
 fork, prompt recovery of abandoned jobs and a warm shutdown that reaches the running job.
 
-Abandoned jobs. RQ notices a job whose worker died only when its execution's heartbeat TTL
-(``job_monitoring_interval`` + a hard-coded 60 s) has passed *and* a worker runs maintenance
-(every 10 minutes by default). Every sync job here holds a lease key in Redis, refreshed by a
-thread every NEXUS_JOB_LEASE_TTL/3 seconds (:class:`nexus_core.jobs._Lease`). A worker checks its
-queues' StartedJobRegistry at start and every few seconds while idle: a started job whose lease is
-gone (and which started more than one lease TTL ago) is moved to the FailedJobRegistry and
-requeued at the front with RQ's own requeue — without consuming one of its retries; after
-``MAX_RECOVERIES`` recoveries it stays in the dead-letter queue (a job that kills its worker
-must not loop forever). The job resumes from its last committed checkpoint.
+Abandoned jobs: every job holds a lease in Redis; a worker sweeps its queues' started jobs at
+start and every few seconds while idle and requeues those whose lease expired
+(:mod:`nexus_core.sync.lease`).
 """
 
 from __future__ import annotations
@@ -18,65 +12,15 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from loguru import logger
 
 from nexus_core import queues
 
-MAX_RECOVERIES = 3
-
-
-def recover_abandoned(
-    connection: Any, queue_names: Iterable[str], *, lease_ttl: float
-) -> list[str]:
-    """Requeue the started jobs of ``queue_names`` whose lease expired; returns their ids."""
-    from rq.job import Job, JobStatus
-    from rq.job_lifecycle import record_job_failure
-    from rq.rate_limit import release_slot
-    from rq.registry import StartedJobRegistry
-    from rq.serializers import JSONSerializer
-
-    recovered: list[str] = []
-    now = time.time()
-    for name in queue_names:
-        registry = StartedJobRegistry(name, connection=connection, serializer=JSONSerializer)
-        for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
-            if connection.exists(queues.lease_key(job_id)):
-                continue
-            try:
-                job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
-            except Exception:  # the job hash is gone: drop the leftover entry
-                connection.zrem(registry.key, f"{job_id}:{execution_id}")
-                continue
-            if job.get_status(refresh=False) != JobStatus.STARTED:
-                continue
-            started = job.started_at.timestamp() if job.started_at else 0
-            if now - started < lease_ttl:
-                continue  # its horse may not have taken the lease yet
-            # One recoverer per execution, even with several workers starting at once.
-            claim = queues.RECOVERY_CLAIM_PREFIX + f"{job_id}:{execution_id}"
-            if not connection.set(claim, b"1", nx=True, ex=max(60, int(lease_ttl * 4))):
-                continue
-            count = int(job.meta.get("nexus_recoveries", 0)) + 1
-            job.meta["nexus_recoveries"] = count
-            reason = (f"abandoned: its worker died (lease {queues.lease_key(job_id)} expired); "
-                      f"recovery {count}/{MAX_RECOVERIES}")
-            with connection.pipeline() as pipe:
-                pipe.zrem(registry.key, f"{job_id}:{execution_id}")
-                job.save_meta()
-                record_job_failure(job, reason, pipe)
-                pipe.execute()
-            release_slot(job)
-            if count > MAX_RECOVERIES:
-                logger.error("job {} abandoned {} times: left in the dead-letter queue", job_id,
-                             count - 1)
-                continue
-            job.failed_job_registry.requeue(job, at_front=True)
-            logger.warning("recovered abandoned job {} on {} (recovery {})", job_id, name, count)
-            recovered.append(job_id)
-    return recovered
+# Lease-based recovery lives with the lease (nexus_core.sync.lease); importable from here too.
+from nexus_core.sync.lease import MAX_RECOVERIES, recover_abandoned  # noqa: E402,F401
 
 
 class _NexusWorkerMixin:
@@ -104,8 +48,8 @@ class _NexusWorkerMixin:
         self._last_recovery: float | None = None
         load_plugins()  # before the fork: every work-horse inherits the loaded plugins
         import nexus_core.http  # noqa: F401 - and the job code with what it imports lazily
-        import nexus_core.jobs  # noqa: F401
         import nexus_core.oauth  # noqa: F401
+        import nexus_core.sync.engine  # noqa: F401
 
         try:  # likewise the store's engine and key ring (each horse gets its own connections)
             # and the compiled SQL of a job's statements (each horse would compile it again)
@@ -187,11 +131,11 @@ def _classes() -> tuple[type, type]:
         def fork_work_horse(self, job: Any, queue: Any) -> None:
             import gc
 
-            from nexus_core import jobs
+            from nexus_core.sync import harness
 
             # The job's first store reads, on this process's warm connection: the horse
             # inherits them and opens no database connection for a job that writes nothing.
-            jobs.preload(job)
+            harness.preload(job)
             # Move everything alive now out of the GC's reach before forking: the horse then
             # does not touch (copy) the parent's pages when it collects (CPython's pre-fork
             # recipe; cuts the per-job cost of a fork-per-job worker).
@@ -199,7 +143,7 @@ def _classes() -> tuple[type, type]:
             try:
                 super().fork_work_horse(job, queue)
             finally:
-                jobs.forget_preload()  # in this process; the horse has its copy
+                harness.forget_preload()  # in this process; the horse has its copy
 
     class NexusSimpleWorker(_NexusWorkerMixin, SimpleWorker):
         """Runs jobs in its own process (tests, debugging)."""

@@ -3,7 +3,7 @@
 Everything that puts a sync job on a queue goes through here (the service, the web app's OAuth
 callback, the cron scheduler and a running job's continuation), so "one active sync per
 installation and stream" and the retry policy hold on every path. The jobs themselves are in
-:mod:`nexus_core.jobs`.
+:mod:`nexus_core.sync.engine`.
 """
 
 from __future__ import annotations
