@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGINS := $(sort $(wildcard plugins/nexus-*))
 STAMP := $(VENV)/.nexus-installed
 
-.PHONY: demo test test-core lint bench clean check-redis docs
+.PHONY: demo test test-core lint bench clean check-redis docs contract-latest
 
 $(STAMP): setup.cfg pyproject.toml $(wildcard plugins/*/setup.cfg)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ demo: $(STAMP)
 ## make test: the whole suite (core and every plugin) against real Redis / SQLite / PostgreSQL
 test: $(STAMP) check-redis
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make contract-latest: the contract tests of our private uses of RQ/urllib3/requests against
+## their newest releases (tox env contract-latest, in its own virtualenv)
+contract-latest: $(STAMP) check-redis
+	$(BIN)/python -m pip install -q 'tox>=4'
+	$(BIN)/tox -e contract-latest
 
 lint: $(STAMP)
 	$(BIN)/ruff check nexus_core plugins tests benchmarks

@@ -21,11 +21,12 @@ from nexus_core import queues
 
 # Lease-based recovery lives with the lease (nexus_core.sync.lease); importable from here too.
 from nexus_core.sync.lease import MAX_RECOVERIES, recover_abandoned  # noqa: E402,F401
+from nexus_core.sync.rq_adapter import TracebackOncePerJob
 
 
-class _NexusWorkerMixin:
+class _NexusWorkerMixin(TracebackOncePerJob):
     """What every nexus worker adds to RQ's: JSON, short idle loop, lease-based recovery,
-    warm shutdown forwarded to the running job."""
+    warm shutdown forwarded to the running job, one traceback per failing job."""
 
     #: Seconds between recovery sweeps (derived from the lease TTL in __init__).
     recovery_interval: float = 5.0
@@ -46,6 +47,7 @@ class _NexusWorkerMixin:
         kwargs.setdefault("worker_ttl", 15 + max(1, int(self.recovery_interval)))
         super().__init__(queues_, *args, **kwargs)  # type: ignore[call-arg]
         self._last_recovery: float | None = None
+        self.nexus_stop_requested = False
         load_plugins()  # before the fork: every work-horse inherits the loaded plugins
         import nexus_core.http  # noqa: F401 - and the job code with what it imports lazily
         import nexus_core.oauth  # noqa: F401
@@ -65,15 +67,13 @@ class _NexusWorkerMixin:
         return due or super().should_run_maintenance_tasks  # type: ignore[misc]
 
     def run_maintenance_tasks(self) -> None:
+        """Every few seconds (RQ's own maintenance: every 10 minutes): restart RQ's scheduler
+        process if it died (it does on a Redis outage; retries and deferred jobs would stall
+        until RQ's next maintenance) and requeue abandoned jobs."""
         self._last_recovery = time.monotonic()
         scheduler = getattr(self, "scheduler", None)
-        process = getattr(scheduler, "_process", None)
-        stopping = getattr(self, "_stop_requested", False)
-        if scheduler is not None and process is not None and not process.is_alive() \
-                and not stopping:
-            # RQ's scheduler process dies on a Redis outage and RQ restarts it only at its
-            # 10-minute maintenance: retries and deferred jobs would stall that long.
-            try:
+        if scheduler is not None and not self.nexus_stop_requested:
+            try:  # refreshes the lock it holds; starts the process when it is not running
                 scheduler.acquire_locks(auto_start=True)
             except Exception as exc:
                 logger.warning("restarting RQ's scheduler failed: {}", exc)
@@ -96,30 +96,12 @@ class _NexusWorkerMixin:
                 os.kill(horse, signal.SIGTERM)
 
 
-_JOB_CLASS: type | None = None
-
-
 def _job_class() -> type:
     """RQ's ``Job`` keeping the webhook body field (``queues.WEBHOOK_BODY_FIELD``) of the hash
     RQ's dequeue already read with HGETALL: the webhook job need not fetch it again."""
-    global _JOB_CLASS
-    if _JOB_CLASS is None:
-        from rq.job import Job
+    from nexus_core.sync.rq_adapter import job_class_keeping
 
-        field = queues.WEBHOOK_BODY_FIELD.encode()
-
-        class NexusJob(Job):
-            webhook_body: bytes | None = None
-
-            def restore(self, raw_data: Any) -> Any:
-                out = super().restore(raw_data)
-                body = raw_data.get(field)
-                self.webhook_body = body if isinstance(body, bytes) else None
-                return out
-
-        NexusJob.__module__ = __name__
-        _JOB_CLASS = NexusJob
-    return _JOB_CLASS
+    return job_class_keeping(queues.WEBHOOK_BODY_FIELD)
 
 
 def _classes() -> tuple[type, type]:

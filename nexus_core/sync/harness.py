@@ -212,9 +212,7 @@ def on_job_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb:
             with suppress(NotFound):
                 store.set_status(tenant_id, install_id, "needs_reauth")
         if job.should_retry:
-            logger.warning("job {} failed ({}: {}); {} retries left", job.id,
-                           getattr(exc_type, "__name__", exc_type), exc_value, job.retries_left)
-            return
+            return  # the worker logs the failure (its traceback once per job)
         run_id = kwargs.get("run_id") or (job.meta or {}).get("nexus_run_id")
         if run_id and tenant_id:
             error = f"{getattr(exc_type, '__name__', exc_type)}: {exc_value}"[:2000]

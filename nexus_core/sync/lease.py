@@ -65,10 +65,10 @@ def recover_abandoned(
 ) -> list[str]:
     """Requeue the started jobs of ``queue_names`` whose lease expired; returns their ids."""
     from rq.job import Job, JobStatus
-    from rq.job_lifecycle import record_job_failure
-    from rq.rate_limit import release_slot
     from rq.registry import StartedJobRegistry
     from rq.serializers import JSONSerializer
+
+    from nexus_core.sync.rq_adapter import fail_abandoned, release_rate_limit_slot
 
     recovered: list[str] = []
     now = time.time()
@@ -98,9 +98,9 @@ def recover_abandoned(
             with connection.pipeline() as pipe:
                 pipe.zrem(registry.key, f"{job_id}:{execution_id}")
                 job.save_meta()
-                record_job_failure(job, reason, pipe)
+                fail_abandoned(job, reason, pipe)
                 pipe.execute()
-            release_slot(job)
+            release_rate_limit_slot(job)
             if count > MAX_RECOVERIES:
                 logger.error("job {} abandoned {} times: left in the dead-letter queue", job_id,
                              count - 1)

@@ -132,3 +132,22 @@ def test_sigterm_finishes_the_page_commits_and_leaves_a_continuation(make_cluste
     assert result["pages"] == 30
     delivered = c.delivered(c.tmp / "sink" / "t1" / "records.jsonl")
     assert len(delivered) == 3000 and set(delivered.values()) == {1}
+
+
+def test_a_plugin_bug_logs_its_traceback_once_then_one_line_per_retry(make_cluster, redis_url):
+    """A KeyError in a plugin's backfill, retried 3 times across work-horses: the worker's
+    output holds one traceback, then one line per retry."""
+    from nexus_core import queues
+
+    c = make_cluster(redis_url, total=100, page_size=100, INTEGRATION_MAX_RETRIES="3")
+    c.install()
+    job_id = c.service().start_backfill("sim", "t1", "i1")
+    proc = c.worker("--queues", "backfill", "--burst", RELIABILITY_BACKFILL_KEYERROR="no-such-field")
+    assert proc.wait(60) == 0
+    logs = c.logs()
+    assert queues.queue(queues.BACKFILL, c.redis).failed_job_registry.get_job_ids() == [job_id]
+    assert logs.count("KeyError: 'no-such-field'") >= 4  # four attempts, each reported
+    assert logs.count("Traceback (most recent call last)") == 1
+    again = [line for line in logs.splitlines() if f"job {job_id} failed again" in line]
+    assert len(again) == 3, logs
+    assert "attempt 4" in again[-1] and "no retries left" in again[-1]
