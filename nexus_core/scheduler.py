@@ -2,11 +2,14 @@
 
 from nexus_core.sync.cron import (
     DEFAULT_INTERVAL,
+    DeltaScheduler,
+    FanOut,
     build_scheduler,
     enqueue_slot,
+    fan_out,
     run_scheduler,
     start_in_background,
 )
 
-__all__ = ["DEFAULT_INTERVAL", "build_scheduler", "enqueue_slot", "run_scheduler",
-           "start_in_background"]
+__all__ = ["DEFAULT_INTERVAL", "DeltaScheduler", "FanOut", "build_scheduler", "enqueue_slot",
+           "fan_out", "run_scheduler", "start_in_background"]

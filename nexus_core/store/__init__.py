@@ -24,6 +24,7 @@ from nexus_core.store._base import (
     state_hash,
 )
 from nexus_core.store._credentials import CredentialsMixin
+from nexus_core.store._listing import InstallationKey, ListingMixin
 from nexus_core.store._sync import SyncMixin
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "RUN_STATUSES",
     "Checkpoint",
     "Conflict",
+    "InstallationKey",
     "OAuthState",
     "Store",
     "SyncRun",
@@ -39,5 +41,5 @@ __all__ = [
 ]
 
 
-class Store(CredentialsMixin, SyncMixin):
+class Store(CredentialsMixin, SyncMixin, ListingMixin):
     """The store. Build it with :meth:`from_url` or :meth:`from_settings`; see the module doc."""

@@ -8,6 +8,7 @@ installation and stream" and the retry policy hold on every path. The jobs thems
 
 from __future__ import annotations
 
+import random
 import uuid
 from typing import Any
 
@@ -64,14 +65,65 @@ class SyncOptions:
 # -- enqueueing ------------------------------------------------------------------------------
 
 
+#: One generator for the jitter of every job's retry intervals (a new ``random.Random()`` per
+#: job seeds itself from the OS: 10 us, a tenth of a periodic delta's enqueue).
+_JITTER = random.Random()  # noqa: S311 - jitter, not cryptography
+
+
+def _retry(opts: SyncOptions) -> Any:
+    if opts.max_retries <= 0:
+        return None
+    from rq import Retry
+
+    return Retry(max=opts.max_retries, interval=queues.backoff_intervals(
+        opts.max_retries, opts.backoff_delay_ms, rng=_JITTER))
+
+
 def job_options(opts: SyncOptions, kind: str) -> dict[str, Any]:
     from rq import Callback
 
     timeout = int(max(600, opts.time_budget * 3)) if kind in ("backfill", "delta") else 300
     return {
-        "retry": queues.retry_policy(opts.max_retries, opts.backoff_delay_ms),
+        "retry": _retry(opts),
         "on_failure": Callback(queues.ON_FAILURE),
         "timeout": timeout,
+    }
+
+
+def sync_job(
+    kind: str,
+    provider: str,
+    tenant_id: str,
+    install_id: str,
+    stream: str | None,
+    *,
+    job_id: str,
+    run_id: str | None,
+    chunk: int = 0,
+    opts: SyncOptions,
+    result_ttl: int | None = None,
+) -> dict[str, Any]:
+    """The arguments of RQ's ``enqueue_call`` / ``create_job`` for one backfill/delta chunk:
+    function, JSON kwargs, id, description, retry policy, failure callback, timeout; backfills
+    carry the tenant's RQ ``RateLimit``."""
+    from rq import RateLimit
+
+    extra: dict[str, Any] = {}
+    if kind == "backfill":
+        extra["rate_limit"] = RateLimit(
+            queues.backfill_rate_limit_key(tenant_id), opts.tenant_backfill_concurrency
+        )
+    if result_ttl is not None:
+        extra["result_ttl"] = result_ttl
+    return {
+        "func": queues.JOB_BACKFILL if kind == "backfill" else queues.JOB_DELTA,
+        "kwargs": {"provider": provider, "tenant_id": tenant_id, "install_id": install_id,
+                   "stream": stream, "run_id": run_id, "chunk": chunk},
+        "job_id": job_id,
+        "description": f"{kind} {provider} {tenant_id}/{install_id} {queues.stream_key(stream)}"
+        + (f" (continued {chunk})" if chunk else ""),
+        **job_options(opts, kind),
+        **extra,
     }
 
 
@@ -90,29 +142,13 @@ def enqueue_sync(
     unique: bool = False,
     result_ttl: int | None = None,
 ) -> Any:
-    """Enqueue one backfill/delta chunk. Backfills carry the tenant's RQ ``RateLimit``; deltas
-    may be ``unique`` (cron slots) since RQ refuses ``unique`` together with a rate limit."""
-    from rq import RateLimit
-
+    """Enqueue one backfill/delta chunk (:func:`sync_job`). Deltas may be ``unique`` since RQ
+    refuses ``unique`` together with a rate limit."""
     name = queues.BACKFILL if kind == "backfill" else queues.DELTA
-    func = queues.JOB_BACKFILL if kind == "backfill" else queues.JOB_DELTA
-    extra: dict[str, Any] = {}
-    if kind == "backfill":
-        extra["rate_limit"] = RateLimit(
-            queues.backfill_rate_limit_key(tenant_id), opts.tenant_backfill_concurrency
-        )
-    if result_ttl is not None:
-        extra["result_ttl"] = result_ttl
     return queues.queue(name, connection).enqueue_call(
-        func,
-        kwargs={"provider": provider, "tenant_id": tenant_id, "install_id": install_id,
-                "stream": stream, "run_id": run_id, "chunk": chunk},
-        job_id=job_id,
+        **sync_job(kind, provider, tenant_id, install_id, stream, job_id=job_id, run_id=run_id,
+                   chunk=chunk, opts=opts, result_ttl=result_ttl),
         unique=unique,
-        description=f"{kind} {provider} {tenant_id}/{install_id} {queues.stream_key(stream)}"
-        + (f" (continued {chunk})" if chunk else ""),
-        **job_options(opts, kind),
-        **extra,
     )
 
 
@@ -129,11 +165,14 @@ def start_sync(
 ) -> str:
     """Start a backfill or delta unless one is active for this installation and stream; returns
     the id of the job that is (now) active. A backfill whose every stream is complete starts
-    over (a full re-sync); an interrupted one resumes from its checkpoints."""
+    over (a full re-sync); an interrupted one resumes from its checkpoints. A periodic delta
+    scheduled for later in its slot (:mod:`nexus_core.sync.cron`) is run now instead."""
     sync = queues.sync_key(kind, provider, tenant_id, install_id, stream)
     new_id = queues.chunk_job_id(sync, uuid.uuid4().hex, 0)
     existing = queues.claim_active(connection, sync, new_id)
     if existing is not None:
+        if kind == "delta":
+            _run_now_if_scheduled(connection, existing)
         return existing
     try:
         inst = rt.load_installation(store, tenant_id, install_id, provider)
@@ -150,6 +189,23 @@ def start_sync(
         queues.handover_active(connection, sync, new_id, None)
         raise
     return new_id
+
+
+def _run_now_if_scheduled(connection: Any, job_id: str) -> None:
+    """Move a scheduled delta to the front of its queue. Whoever takes it out of the
+    ScheduledJobRegistry (this, or RQ's scheduler when it falls due) enqueues it."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job, JobStatus
+
+    queue = queues.queue(queues.DELTA, connection)
+    try:
+        job = Job.fetch(job_id, connection=connection, serializer=queue.serializer)
+    except NoSuchJobError:
+        return
+    if job.get_status(refresh=False) != JobStatus.SCHEDULED:
+        return
+    if connection.zrem(queue.scheduled_job_registry.key, job_id):
+        queue.enqueue_job(job, at_front=True)
 
 
 def sync_streams(inst_config: dict[str, Any], provider: Any, stream: str | None) -> list[str]:
