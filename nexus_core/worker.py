@@ -48,16 +48,14 @@ class _NexusWorkerMixin(TracebackOncePerJob):
         super().__init__(queues_, *args, **kwargs)  # type: ignore[call-arg]
         self._last_recovery: float | None = None
         self.nexus_stop_requested = False
-        load_plugins()  # before the fork: every work-horse inherits the loaded plugins
-        import nexus_core.http  # noqa: F401 - and the job code with what it imports lazily
-        import nexus_core.oauth  # noqa: F401
-        import nexus_core.sync.engine  # noqa: F401
+        self.nexus_burst = False
+        # Before the fork: every work-horse inherits the loaded plugins. The job code, the
+        # store and the HTTP stack are set up at the first job of each kind (harness.warm_up).
+        load_plugins()
 
-        try:  # likewise the store's engine and key ring (each horse gets its own connections)
-            # and the compiled SQL of a job's statements (each horse would compile it again)
-            runtime.get_store(settings).warm_up()
-        except Exception as exc:
-            logger.warning("store not reachable at worker start ({}); jobs will retry", exc)
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        self.nexus_burst = bool(kwargs.get("burst", args[0] if args else False))
+        return super().work(*args, **kwargs)  # type: ignore[misc,no-any-return]
 
     @property
     def should_run_maintenance_tasks(self) -> bool:
@@ -72,7 +70,7 @@ class _NexusWorkerMixin(TracebackOncePerJob):
         until RQ's next maintenance) and requeue abandoned jobs."""
         self._last_recovery = time.monotonic()
         scheduler = getattr(self, "scheduler", None)
-        if scheduler is not None and not self.nexus_stop_requested:
+        if scheduler is not None and not self.nexus_stop_requested and not self.nexus_burst:
             try:  # refreshes the lock it holds; starts the process when it is not running
                 scheduler.acquire_locks(auto_start=True)
             except Exception as exc:
@@ -108,13 +106,48 @@ def _classes() -> tuple[type, type]:
     from rq import SimpleWorker, Worker
 
     class NexusWorker(_NexusWorkerMixin, Worker):
-        """Forks a work-horse per job (isolation; the default)."""
+        """Forks a work-horse per job (isolation; the default). While a horse runs, this
+        process refreshes its job's lease each time it wakes to watch the horse (every
+        NEXUS_JOB_LEASE_TTL/3 s): the horse needs no thread of its own for it."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # RQ wakes every job_monitoring_interval (default 30 s) to heartbeat: at the
+            # lease's pace instead, and the lease is refreshed then (maintain_heartbeats).
+            self.job_monitoring_interval = max(1, int(self.lease_ttl / 3))
+            self._lease_written: str | None = None
+
+        def main_work_horse(self, job: Any, queue: Any) -> None:
+            from nexus_core.sync import lease
+
+            lease.parent_keeps_lease(os.getppid())
+            super().main_work_horse(job, queue)
+
+        def maintain_heartbeats(self, job: Any, execution: Any) -> None:
+            super().maintain_heartbeats(job, execution)
+            from nexus_core.sync import lease
+
+            try:
+                lease.refresh(self.connection, job.id, self.lease_ttl)
+                self._lease_written = job.id
+            except Exception as exc:  # Redis hiccup: the next wake-up tries again
+                logger.debug("lease refresh for {} failed: {}", job.id, exc)
+
+        def monitor_work_horse(self, job: Any, queue: Any, execution: Any) -> None:
+            try:
+                super().monitor_work_horse(job, queue, execution)
+            finally:
+                if self._lease_written == job.id:
+                    self._lease_written = None
+                    with contextlib.suppress(Exception):  # it expires anyway
+                        self.connection.delete(queues.lease_key(job.id))
 
         def fork_work_horse(self, job: Any, queue: Any) -> None:
             import gc
 
             from nexus_core.sync import harness
 
+            harness.warm_up(job.func_name)  # the first job of its kind: imports, caches
             # The job's first store reads, on this process's warm connection: the horse
             # inherits them and opens no database connection for a job that writes nothing.
             harness.preload(job)
@@ -128,7 +161,13 @@ def _classes() -> tuple[type, type]:
                 harness.forget_preload()  # in this process; the horse has its copy
 
     class NexusSimpleWorker(_NexusWorkerMixin, SimpleWorker):
-        """Runs jobs in its own process (tests, debugging)."""
+        """Runs jobs in its own process (``--no-fork``, tests)."""
+
+        def execute_job(self, job: Any, queue: Any) -> Any:
+            from nexus_core.sync import harness
+
+            harness.warm_up(job.func_name)
+            return super().execute_job(job, queue)
 
     NexusWorker.__module__ = NexusSimpleWorker.__module__ = __name__
     return NexusWorker, NexusSimpleWorker

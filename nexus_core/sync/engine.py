@@ -30,6 +30,7 @@ from nexus_core.errors import NexusError, ProviderError, ProviderUnavailable, Ra
 from nexus_core.models import ConnectorContext, SyncPage
 from nexus_core.sync.enqueue import BACKFILL_DONE, enqueue_sync, sync_streams
 from nexus_core.sync.harness import Env, defer, job_env, stop_event, take_preloaded
+from nexus_core.sync.lease import exit_if_orphaned
 
 if TYPE_CHECKING:
     from nexus_core.store import Checkpoint
@@ -208,6 +209,8 @@ def _sync_stream(
                 if page.done:
                     progress.streams_done.append(stream)
                     return True
+                if env.job is not None:
+                    exit_if_orphaned(env.job.id)  # this horse's worker died: recovered from here
                 if stop_event.is_set():  # SIGTERM: page committed, a prefetched one dropped
                     return False
                 if not more:  # out of budget: the job leaves a continuation

@@ -131,6 +131,63 @@ def take_preloaded(job: Any) -> Any:
     return found[1]
 
 
+# -- warming up, once per worker process ------------------------------------------------------
+
+_warmed: set[str] = set()
+
+
+def _warm_store() -> None:
+    # The engine and key ring, and the compiled SQL of a job's statements: a horse inherits
+    # them instead of building them again.
+    rt.get_store().warm_up()
+
+
+def _warm_webhook() -> None:
+    from nexus_core.converters import structure
+    from nexus_core.models import WebhookRequest
+    from nexus_core.sync import webhook  # noqa: F401
+
+    # cattrs builds a class's structuring code at its first use: here, not in every horse.
+    structure({"method": "POST", "url": "http://warm.up/", "headers": {"a": "b"}, "body": b"",
+               "received_at": "2000-01-01T00:00:00Z"}, WebhookRequest)
+    _warm_store()
+
+
+def _warm_sync() -> None:
+    import nexus_core.http  # noqa: F401 - the provider session and what it imports
+    import nexus_core.oauth  # noqa: F401
+    from nexus_core.sync import engine  # noqa: F401
+
+    _warm_store()
+
+
+def _warm_health() -> None:
+    import nexus_core.health  # noqa: F401
+    import nexus_core.http  # noqa: F401
+    from nexus_core.sync import health  # noqa: F401
+
+    _warm_store()
+
+
+_WARMERS = {queues.JOB_WEBHOOK: _warm_webhook, queues.JOB_BACKFILL: _warm_sync,
+            queues.JOB_DELTA: _warm_sync, queues.JOB_HEALTH: _warm_health}
+
+
+def warm_up(func_name: str) -> None:
+    """Prepare this process for jobs of ``func_name``, once: import their code and build what
+    every job would otherwise build again. A worker calls it before it forks the work-horse of
+    its first job of each kind (so a worker starts fast, and loads only what its queues use);
+    the horses inherit it all."""
+    warmer = _WARMERS.get(func_name)
+    if warmer is None or warmer.__name__ in _warmed:
+        return
+    _warmed.add(warmer.__name__)
+    try:
+        warmer()
+    except Exception as exc:  # the job itself will report what is wrong
+        logger.warning("warming up for {} failed: {}", func_name, exc)
+
+
 # -- the environment ---------------------------------------------------------------------------
 
 

@@ -151,3 +151,44 @@ def test_a_plugin_bug_logs_its_traceback_once_then_one_line_per_retry(make_clust
     again = [line for line in logs.splitlines() if f"job {job_id} failed again" in line]
     assert len(again) == 3, logs
     assert "attempt 4" in again[-1] and "no retries left" in again[-1]
+
+
+def test_a_horse_whose_worker_was_killed_stops_at_its_next_page_and_the_job_is_recovered(
+        make_cluster, redis_url, wait):
+    """The worker keeps its horse's lease: SIGKILL of the worker alone leaves the horse, which
+    notices at its next page boundary, exits, and the job is recovered from that page."""
+    import os
+    import signal
+    from pathlib import Path
+
+    from tests.reliability.conftest import descendants
+
+    c = make_cluster(redis_url, total=3000, page_size=100)
+    for page in range(1, 31):
+        c.sim.slow_page(page, 0.05)
+    c.install()
+    first = c.worker("--queues", "backfill")
+    c.service().start_backfill("sim", "t1", "i1")
+    wait(lambda: c.store.get_checkpoint("t1", "i1", "records", "backfill").seq >= 5,
+         what="5 committed pages")
+    def stat(pid):  # (state, process group) of a live process, None once it is gone
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (fields[0], int(fields[2])) if fields[0] != "Z" else None
+
+    # RQ puts the work-horse in a process group of its own
+    (horse,) = [p for p in descendants(first.pid) if (stat(p) or ("", 0))[1] == p]
+    os.kill(first.pid, signal.SIGKILL)  # the worker only: its horse lives on, orphaned
+    first.wait(10)
+    wait(lambda: stat(horse) is None, timeout=10, what="the orphaned horse to exit")
+    stopped_at = c.store.get_checkpoint("t1", "i1", "records", "backfill").seq
+    assert stopped_at < 30
+    c.worker("--queues", "backfill")
+    wait(lambda: c.store.list_runs("t1", "i1")[0].status == "succeeded", timeout=60,
+         what="the backfill to complete on a new worker")
+    delivered = c.delivered(c.tmp / "sink" / "t1" / "records.jsonl")
+    assert len(delivered) == 3000 and max(delivered.values()) <= 2
+    assert sum(n - 1 for n in delivered.values()) <= 100  # at most one page twice
+    assert "is gone; stopping here" in c.logs() and "recovered abandoned job" in c.logs()

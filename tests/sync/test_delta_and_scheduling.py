@@ -267,3 +267,45 @@ def test_queue_stats_and_connector_stats(sync_env):
     assert set(stats["queues"]) == set(queues.ALL_QUEUES)
     conn = service.get_connector_stats(sync=True)
     assert conn["installations"] == {"active": 1} and conn["recent_runs"] == {"succeeded": 1}
+
+
+def test_a_job_in_the_workers_own_process_writes_a_lease_only_once_it_runs_long(sync_env,
+                                                                                 monkeypatch):
+    """``--no-fork``: one keeper thread per process refreshes the leases of jobs running longer
+    than TTL/3; a short job writes none (recovery only looks at jobs older than one TTL)."""
+    import time
+
+    from nexus_core import hookimpl
+    from nexus_core.config import reset_settings
+
+    monkeypatch.setenv("NEXUS_JOB_LEASE_TTL", "0.6")
+    reset_settings()
+    seen = []
+
+    class SlowSink:
+        @hookimpl
+        def process_records(self, ctx, stream, records):
+            key = queues.lease_key(ctx.metadata["job_id"])
+            if records[0].id == "rec-0000000":
+                seen.append(("start", sync_env.redis.exists(key)))
+                time.sleep(0.5)
+                seen.append(("after 0.5 s", sync_env.redis.exists(key)))
+
+    sync_env.registry.register(SlowSink(), "slow-sink")
+    sync_env.install()
+    job_id = sync_env.service().start_backfill("sim", "t1", "i1")
+    sync_env.work()
+    assert seen == [("start", 0), ("after 0.5 s", 1)]
+    assert not sync_env.redis.exists(queues.lease_key(job_id))  # released at the end
+    # a short job: no lease write at all (Redis reports every write to a lease key)
+    sync_env.registry.unregister(name="slow-sink")
+    sync_env.redis.config_set("notify-keyspace-events", "KA")
+    watch = sync_env.redis.pubsub()
+    watch.psubscribe("__keyspace@*__:nexus:lease:*")
+    sync_env.service().start_backfill("sim", "t1", "i1")
+    sync_env.work()
+    events = []
+    while (message := watch.get_message(timeout=0.2)) is not None:
+        events.append(message)
+    watch.close()
+    assert [e["type"] for e in events] == ["psubscribe"]
