@@ -73,6 +73,9 @@ def reset() -> None:
         if _store is not None and _store[0] == os.getpid():
             _store[2].close()
         _store = _redis = None
+    from nexus_core.sync import installations
+
+    installations.reset()
 
 
 def load_installation(

@@ -23,6 +23,7 @@ from nexus_core.store._base import (
     SyncState,
     state_hash,
 )
+from nexus_core.store._changes import ChangeFeedMixin
 from nexus_core.store._credentials import CredentialsMixin
 from nexus_core.store._listing import InstallationKey, ListingMixin
 from nexus_core.store._sync import SyncMixin
@@ -41,5 +42,5 @@ __all__ = [
 ]
 
 
-class Store(CredentialsMixin, SyncMixin, ListingMixin):
+class Store(ChangeFeedMixin, CredentialsMixin, SyncMixin, ListingMixin):
     """The store. Build it with :meth:`from_url` or :meth:`from_settings`; see the module doc."""

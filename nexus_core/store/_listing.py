@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from nexus_core.models import Installation
 from nexus_core.store import schema as t
-from nexus_core.store._base import StoreBase
+from nexus_core.store._base import StoreBase, SyncState
 
 _inst = t.installations.c
 
@@ -93,6 +93,16 @@ class ListingMixin(StoreBase):
             if len(batch) < batch_size:
                 return
             after = (batch[-1].tenant_id, batch[-1].install_id)
+
+    def load_installation_state(
+        self, tenant_id: str, install_id: str, *, credentials: bool = False
+    ) -> SyncState:
+        """The installation and (when ``credentials``) its credentials in one read transaction,
+        as a :class:`SyncState` without checkpoints: what a webhook or health job needs."""
+        with self._tx(readonly=True) as conn:
+            inst = self._get(conn, tenant_id, install_id)
+            creds = self._read_credentials(conn, tenant_id, install_id) if credentials else None
+        return SyncState(installation=inst, credentials=creds, checkpoints={})
 
     def count_installations(self, *, tenant_id: str | None = None) -> dict[str, int]:
         """Installations by status (one tenant's, or every tenant's), counted in SQL."""

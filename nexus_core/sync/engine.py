@@ -127,7 +127,7 @@ class _ReadAhead:
 
 def _sync_stream(
     env: Env, ctx: ConnectorContext, kind: str, stream: str, deadline: float,
-    progress: _Progress, run: Callable[[], str],
+    progress: _Progress, run: Callable[[], str], run_ref_id: Callable[[], str | None],
     read_ahead: Callable[[Callable[[str | None], SyncPage | None], str | None], _ReadAhead],
     cp: Checkpoint | None = None,
 ) -> bool:
@@ -197,7 +197,10 @@ def _sync_stream(
                 else:
                     new_cursor = page.next_cursor
                 if n or new_cursor != cursor:  # an empty delta page that moves nothing is not a run
-                    if not commit(new_cursor, seq=seq + 1, run_id=run(), records=n):
+                    # A periodic delta that reads no records moves its cursor without a run:
+                    # run history is for work done (100,000 installations polled every 5 min).
+                    counted = run() if n or kind == "backfill" or run_ref_id() else None
+                    if not commit(new_cursor, seq=seq + 1, run_id=counted, records=n):
                         raise StaleCheckpoint(
                             f"{kind} checkpoint of stream {stream!r} moved past page {seq + 1}: "
                             "another worker owns this sync", provider=ctx.provider, tenant_id=t,
@@ -267,8 +270,8 @@ def _run_sync(kind: str, provider: str, tenant_id: str, install_id: str, stream:
                 # The first stream starts from the checkpoint just read; later ones re-read
                 # theirs (another job may have moved it meanwhile).
                 known = state.checkpoints.get(name, never) if n == 0 else None
-                if not _sync_stream(env, ctx, kind, name, deadline, progress, run, read_ahead,
-                                    known):
+                if not _sync_stream(env, ctx, kind, name, deadline, progress, run,
+                                    lambda: run_ref["id"], read_ahead, known):
                     finished = False
                     break
         except StaleCheckpoint as exc:

@@ -37,7 +37,7 @@ from nexus_core.errors import (
     RateLimited,
 )
 from nexus_core.sync.enqueue import SyncOptions
-from nexus_core.sync.lease import Lease
+from nexus_core.sync.lease import Lease, in_work_horse
 
 #: Set by SIGTERM (or :func:`request_stop`) while a job runs: a sync finishes its page, commits
 #: it and leaves a continuation.
@@ -90,6 +90,8 @@ class _ProcessStore:
 _preloaded: tuple[str, Any] | None = None
 
 _KINDS = {queues.JOB_BACKFILL: "backfill", queues.JOB_DELTA: "delta"}
+#: Jobs that need only the installation (and credentials): read through the worker's copies.
+_INSTALLATION_JOBS = (queues.JOB_WEBHOOK, queues.JOB_HEALTH)
 
 
 def preload(job: Any) -> None:
@@ -102,14 +104,21 @@ def preload(job: Any) -> None:
     _preloaded = None
     try:
         kind = _KINDS.get(job.func_name)
-        if kind is None:
+        if kind is None and job.func_name not in _INSTALLATION_JOBS:
             return
         from nexus_core.plugins import load_plugins
 
         kw = job.kwargs
         prov = load_plugins().provider(kw["provider"])
-        state = rt.get_store().load_sync_state(kw["tenant_id"], kw["install_id"], kind,
-                                               credentials=rt.reads_credentials(prov))
+        creds = rt.reads_credentials(prov)
+        if kind is None:
+            from nexus_core.sync import installations
+
+            state = installations.cache(job.connection).state(
+                rt.get_store(), kw["tenant_id"], kw["install_id"], credentials=creds)
+        else:
+            state = rt.get_store().load_sync_state(kw["tenant_id"], kw["install_id"], kind,
+                                                   credentials=creds)
     except Exception as exc:
         logger.debug("no preload for job {}: {}", job.id, exc)
         return
@@ -142,6 +151,13 @@ def _warm_store() -> None:
     rt.get_store().warm_up()
 
 
+def _warm_installations() -> None:
+    # The worker's copies of installations, listening for changes before the first job reads.
+    from nexus_core.sync import installations
+
+    installations.cache(rt.get_redis())
+
+
 def _warm_webhook() -> None:
     from nexus_core.converters import structure
     from nexus_core.models import WebhookRequest
@@ -151,6 +167,7 @@ def _warm_webhook() -> None:
     structure({"method": "POST", "url": "http://warm.up/", "headers": {"a": "b"}, "body": b"",
                "received_at": "2000-01-01T00:00:00Z"}, WebhookRequest)
     _warm_store()
+    _warm_installations()
 
 
 def _warm_sync() -> None:
@@ -167,6 +184,7 @@ def _warm_health() -> None:
     from nexus_core.sync import health  # noqa: F401
 
     _warm_store()
+    _warm_installations()
 
 
 _WARMERS = {queues.JOB_WEBHOOK: _warm_webhook, queues.JOB_BACKFILL: _warm_sync,
@@ -220,6 +238,22 @@ def job_env(provider: str, tenant_id: str, install_id: str) -> Iterator[Env]:
             return
         with Lease(redis, job.id, opts.lease_ttl), _sigterm_finishes_page():
             yield env
+
+
+def installation_state(env: Env, provider: str, tenant_id: str, install_id: str) -> Any:
+    """What a webhook or health job reads: the installation and the credentials its provider
+    needs, as preloaded by the worker before the fork, or through the worker's copies
+    (:mod:`nexus_core.sync.installations`) when the job runs in the worker's own process."""
+    state = take_preloaded(env.job)
+    if state is not None:
+        return state
+    creds = rt.reads_credentials(env.registry.provider(provider))
+    if env.job is None or in_work_horse():  # a horse lives for one job: nothing to keep
+        return env.store.load_installation_state(tenant_id, install_id, credentials=creds)
+    from nexus_core.sync import installations
+
+    return installations.cache(env.redis).state(env.store, tenant_id, install_id,
+                                                credentials=creds)
 
 
 def defer(env: Env, exc: RateLimited | ProviderUnavailable) -> Any:

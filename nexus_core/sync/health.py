@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nexus_core import runtime as rt
-from nexus_core.sync.harness import job_env
+from nexus_core.sync.harness import installation_state, job_env
 
 
 def run_health_check(provider: str, tenant_id: str, install_id: str) -> Any:
@@ -16,8 +16,9 @@ def run_health_check(provider: str, tenant_id: str, install_id: str) -> Any:
     from nexus_core.health import check_health
 
     with job_env(provider, tenant_id, install_id) as env:
+        state = installation_state(env, provider, tenant_id, install_id)
         ctx = rt.build_context(env.store, env.registry, tenant_id, install_id, provider=provider,
-                               redis=env.redis, settings=env.settings,
+                               redis=env.redis, settings=env.settings, state=state,
                                metadata={"kind": "health"})
         try:
             health = check_health(env.registry, ctx)

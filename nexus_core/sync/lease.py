@@ -47,6 +47,11 @@ def parent_keeps_lease(parent_pid: int) -> None:
     _parent_keeps_lease = parent_pid
 
 
+def in_work_horse() -> bool:
+    """Whether this process is a forked work-horse (whose worker keeps its lease)."""
+    return _parent_keeps_lease is not None
+
+
 def exit_if_orphaned(job_id: str) -> None:
     """In a work-horse whose worker died: exit now (between pages, after a commit). The lease
     its worker kept expires and the job is recovered from its last committed page."""

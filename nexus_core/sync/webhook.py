@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from nexus_core import queues
 from nexus_core import runtime as rt
 from nexus_core.errors import NexusError, ProviderUnavailable, RateLimited
-from nexus_core.sync.harness import defer, job_env
+from nexus_core.sync.harness import defer, installation_state, job_env
 
 
 class Delivery(NamedTuple):
@@ -92,8 +92,9 @@ def run_webhook(provider: str, tenant_id: str, install_id: str, request: dict[st
         request = {**request, "body": _stored_webhook_body(provider, tenant_id, install_id)}
     req = structure(request, WebhookRequest)
     with job_env(provider, tenant_id, install_id) as env:
+        state = installation_state(env, provider, tenant_id, install_id)
         ctx = rt.build_context(env.store, env.registry, tenant_id, install_id, provider=provider,
-                               redis=env.redis, settings=env.settings,
+                               redis=env.redis, settings=env.settings, state=state,
                                metadata={"kind": "webhook"})
         try:
             events = env.registry.hook("handle_webhook", provider)(ctx=ctx, request=req) or []

@@ -309,3 +309,23 @@ def test_a_job_in_the_workers_own_process_writes_a_lease_only_once_it_runs_long(
         events.append(message)
     watch.close()
     assert [e["type"] for e in events] == ["psubscribe"]
+
+
+def test_a_periodic_delta_without_records_moves_its_cursor_and_records_no_run(sync_env):
+    from nexus_core.scheduler import enqueue_slot
+    from nexus_core.sync import SyncOptions
+
+    _backfilled(sync_env)
+    runs = len(sync_env.store.list_runs("t1", "i1"))
+    sync_env.sim.moving_delta_cursor = True
+    sync_env.store.commit_page("t1", "i1", "records", "delta", "7", seq=2)
+    enqueue_slot(sync_env.redis, sync_env.store, 42, interval=300, opts=SyncOptions())
+    sync_env.work()
+    cp = sync_env.store.get_checkpoint("t1", "i1", "records", "delta")
+    assert (cp.cursor, cp.seq) == ("8", 3)
+    assert len(sync_env.store.list_runs("t1", "i1")) == runs  # nothing read, no run
+    sync_env.sim.changes = [{"id": "rec-0000001", "index": 1}]
+    enqueue_slot(sync_env.redis, sync_env.store, 43, interval=300, opts=SyncOptions())
+    sync_env.work()
+    run = sync_env.store.list_runs("t1", "i1")[0]
+    assert (run.kind, run.status, run.records, run.pages) == ("delta", "succeeded", 1, 1)
