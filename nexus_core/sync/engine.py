@@ -28,7 +28,14 @@ from nexus_core import queues
 from nexus_core import runtime as rt
 from nexus_core.errors import NexusError, ProviderError, ProviderUnavailable, RateLimited
 from nexus_core.models import ConnectorContext, SyncPage
-from nexus_core.sync.enqueue import BACKFILL_DONE, enqueue_sync, sync_streams
+from nexus_core.sync.enqueue import (
+    BACKFILL_DONE,
+    START_META,
+    enqueue_sync,
+    reset_completed_backfill,
+    sync_streams,
+)
+from nexus_core.sync.follow import Reporter, publish
 from nexus_core.sync.harness import Env, defer, job_env, stop_event, take_preloaded
 from nexus_core.sync.lease import exit_if_orphaned
 
@@ -128,6 +135,7 @@ class _ReadAhead:
 def _sync_stream(
     env: Env, ctx: ConnectorContext, kind: str, stream: str, deadline: float,
     progress: _Progress, run: Callable[[], str], run_ref_id: Callable[[], str | None],
+    report: Callable[[], None],
     read_ahead: Callable[[Callable[[str | None], SyncPage | None], str | None], _ReadAhead],
     cp: Checkpoint | None = None,
 ) -> bool:
@@ -209,6 +217,7 @@ def _sync_stream(
                 cursor = new_cursor
                 progress.pages += 1
                 progress.records += n
+                report()
                 if page.done:
                     progress.streams_done.append(stream)
                     return True
@@ -233,6 +242,11 @@ def _run_sync(kind: str, provider: str, tenant_id: str, install_id: str, stream:
         sync = queues.sync_key(kind, provider, tenant_id, install_id, stream)
         ctx = None
         run_ref: dict[str, Any] = {"id": run_id, "checked": False}
+        reporter = Reporter(env.redis, env.job) if env.job is not None else None
+
+        def report() -> None:
+            if reporter is not None:
+                reporter.progress(progress.pages, progress.records)
 
         def run() -> str:
             # Lazily, at the first page: a delta with nothing to read records no run.
@@ -248,8 +262,20 @@ def _run_sync(kind: str, provider: str, tenant_id: str, install_id: str, stream:
             prov = env.registry.provider(provider)
             # The installation, its credentials and checkpoints: one read transaction (done by
             # the worker just before the fork when it could, see preload).
-            state = take_preloaded(env.job) or env.store.load_sync_state(
-                tenant_id, install_id, kind, credentials=rt.reads_credentials(prov))
+            state = take_preloaded(env.job)
+            if env.job is not None and (env.job.meta or {}).get(START_META):
+                # Started with Redis alone (start_sync_by_job): what start_sync does with the
+                # store, done here once — check, start a completed backfill over, record the run.
+                state = None
+                inst = rt.load_installation(env.store, tenant_id, install_id, provider)
+                if kind == "backfill":
+                    reset_completed_backfill(env.store, inst, stream)
+                run()
+                env.job.meta[START_META] = False
+                env.job.save_meta()
+            if state is None:
+                state = env.store.load_sync_state(tenant_id, install_id, kind,
+                                                  credentials=rt.reads_credentials(prov))
             ctx = rt.build_context(
                 env.store, env.registry, tenant_id, install_id, provider=provider,
                 redis=env.redis, settings=env.settings, state=state,
@@ -271,14 +297,19 @@ def _run_sync(kind: str, provider: str, tenant_id: str, install_id: str, stream:
                 # theirs (another job may have moved it meanwhile).
                 known = state.checkpoints.get(name, never) if n == 0 else None
                 if not _sync_stream(env, ctx, kind, name, deadline, progress, run,
-                                    lambda: run_ref["id"], read_ahead, known):
+                                    lambda: run_ref["id"], report, read_ahead, known):
                     finished = False
                     break
         except StaleCheckpoint as exc:
             logger.warning("{}", exc.message)
             return {"status": "stale", "pages": progress.pages, "records": progress.records}
         except (RateLimited, ProviderUnavailable) as exc:
-            return defer(env, exc)
+            retry = defer(env, exc)
+            if reporter is not None:
+                publish(env.redis, reporter.key, {
+                    "type": "deferred", "job_id": env.job.id, "error": exc.message,
+                    **reporter.totals(progress.pages, progress.records)})
+            return retry
         finally:
             if ctx is not None:
                 rt.close_context(ctx)
@@ -287,27 +318,30 @@ def _run_sync(kind: str, provider: str, tenant_id: str, install_id: str, stream:
                   "seconds": round(elapsed, 3), "run_id": run_ref["id"]}
         if not finished:
             next_id = _continue(env, kind, provider, tenant_id, install_id, stream,
-                                run_ref["id"], chunk, sync)
+                                run_ref["id"], chunk, sync, reporter, progress)
             logger.info("{} chunk {}: {} pages, {} records in {:.1f} s; continues as {}",
                         kind, chunk, progress.pages, progress.records, elapsed, next_id)
             return {**result, "status": "continued", "next_job_id": next_id}
+        status, error = "succeeded", None
+        if progress.skipped and not progress.pages:
+            status, error = "cancelled", (
+                f"no completed backfill yet for {', '.join(progress.skipped)}: "
+                "a delta starts from the cursor a backfill leaves")
         if run_ref["id"] is not None:
-            if progress.skipped and not progress.pages:
-                env.store.finish_run(
-                    tenant_id, run_ref["id"], "cancelled",
-                    error=f"no completed backfill yet for {', '.join(progress.skipped)}: "
-                    "a delta starts from the cursor a backfill leaves")
-            else:
-                env.store.finish_run(tenant_id, run_ref["id"], "succeeded")
+            env.store.finish_run(tenant_id, run_ref["id"], status, error=error)
         if env.job is not None:
             queues.handover_active(env.redis, sync, env.job.id, None)
+        if reporter is not None:
+            reporter.done(status, progress.pages, progress.records, run_id=run_ref["id"],
+                          error=error)
         logger.info("{} done: {} pages, {} records in {:.1f} s", kind, progress.pages,
                     progress.records, elapsed)
         return {**result, "status": "succeeded"}
 
 
 def _continue(env: Env, kind: str, provider: str, tenant_id: str, install_id: str,
-              stream: str | None, run_id: str | None, chunk: int, sync: str) -> str:
+              stream: str | None, run_id: str | None, chunk: int, sync: str,
+              reporter: Reporter | None, progress: _Progress) -> str:
     current = env.job.id if env.job is not None else None
     sep = queues.SEP
     if current and current.startswith(sync + sep) and current.rsplit(sep, 1)[-1].isdigit():
@@ -317,8 +351,11 @@ def _continue(env: Env, kind: str, provider: str, tenant_id: str, install_id: st
     next_id = f"{prefix}{sep}{chunk + 1}"
     if current is None or not queues.handover_active(env.redis, sync, current, next_id):
         queues.claim_active(env.redis, sync, next_id)
+    # The followers' stream and the totals so far travel with the continuation.
+    meta = reporter.continued(progress.pages, progress.records, next_id) \
+        if reporter is not None else None
     enqueue_sync(env.redis, kind, provider, tenant_id, install_id, stream, job_id=next_id,
-                 run_id=run_id, chunk=chunk + 1, opts=env.opts)
+                 run_id=run_id, chunk=chunk + 1, opts=env.opts, meta=meta)
     return next_id
 
 

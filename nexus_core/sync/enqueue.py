@@ -102,6 +102,7 @@ def sync_job(
     chunk: int = 0,
     opts: SyncOptions,
     result_ttl: int | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The arguments of RQ's ``enqueue_call`` / ``create_job`` for one backfill/delta chunk:
     function, JSON kwargs, id, description, retry policy, failure callback, timeout; backfills
@@ -115,6 +116,8 @@ def sync_job(
         )
     if result_ttl is not None:
         extra["result_ttl"] = result_ttl
+    if meta:
+        extra["meta"] = meta
     return {
         "func": queues.JOB_BACKFILL if kind == "backfill" else queues.JOB_DELTA,
         "kwargs": {"provider": provider, "tenant_id": tenant_id, "install_id": install_id,
@@ -141,13 +144,14 @@ def enqueue_sync(
     opts: SyncOptions,
     unique: bool = False,
     result_ttl: int | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Any:
     """Enqueue one backfill/delta chunk (:func:`sync_job`). Deltas may be ``unique`` since RQ
     refuses ``unique`` together with a rate limit."""
     name = queues.BACKFILL if kind == "backfill" else queues.DELTA
     return queues.queue(name, connection).enqueue_call(
         **sync_job(kind, provider, tenant_id, install_id, stream, job_id=job_id, run_id=run_id,
-                   chunk=chunk, opts=opts, result_ttl=result_ttl),
+                   chunk=chunk, opts=opts, result_ttl=result_ttl, meta=meta),
         unique=unique,
     )
 
@@ -177,7 +181,7 @@ def start_sync(
     try:
         inst = rt.load_installation(store, tenant_id, install_id, provider)
         if kind == "backfill":
-            _reset_completed_backfill(store, inst, stream)
+            reset_completed_backfill(store, inst, stream)
         run_id = store.start_run(tenant_id, install_id, kind, stream, job_id=new_id)
         try:
             enqueue_sync(connection, kind, provider, tenant_id, install_id, stream,
@@ -185,6 +189,41 @@ def start_sync(
         except Exception as exc:
             store.finish_run(tenant_id, run_id, "failed", error=f"not enqueued: {exc}")
             raise
+    except Exception:
+        queues.handover_active(connection, sync, new_id, None)
+        raise
+    return new_id
+
+
+#: Job meta of a sync started with Redis alone (:func:`start_sync_by_job`): the job does what
+#: :func:`start_sync` would have done with the store.
+START_META = "nexus_start"
+
+
+def start_sync_by_job(
+    connection: Any,
+    kind: str,
+    provider: str,
+    tenant_id: str,
+    install_id: str,
+    stream: str | None = None,
+    *,
+    opts: SyncOptions,
+) -> str:
+    """:func:`start_sync` with Redis alone (``nexus sync ... --wait``, which then follows the
+    job with :mod:`nexus_core.sync.follow`): the first job checks the installation, starts a
+    completed backfill over and records the run itself; a problem ends the sync as failed
+    with its reason, which the follower reports. Returns the active job's id."""
+    sync = queues.sync_key(kind, provider, tenant_id, install_id, stream)
+    new_id = queues.chunk_job_id(sync, uuid.uuid4().hex, 0)
+    existing = queues.claim_active(connection, sync, new_id)
+    if existing is not None:
+        if kind == "delta":
+            _run_now_if_scheduled(connection, existing)
+        return existing
+    try:
+        enqueue_sync(connection, kind, provider, tenant_id, install_id, stream, job_id=new_id,
+                     run_id=None, opts=opts, meta={START_META: True})
     except Exception:
         queues.handover_active(connection, sync, new_id, None)
         raise
@@ -215,7 +254,8 @@ def sync_streams(inst_config: dict[str, Any], provider: Any, stream: str | None)
     return list(configured or provider.streams or ("default",))
 
 
-def _reset_completed_backfill(store: Any, inst: Any, stream: str | None) -> None:
+def reset_completed_backfill(store: Any, inst: Any, stream: str | None) -> None:
+    """A backfill whose every stream is complete starts over: forget their cursors."""
     from nexus_core.plugins import load_plugins
 
     names = sync_streams(inst.config, load_plugins().provider(inst.provider), stream)

@@ -36,6 +36,7 @@ from nexus_core.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from nexus_core.sync import follow
 from nexus_core.sync.enqueue import SyncOptions
 from nexus_core.sync.lease import Lease, in_work_horse
 
@@ -302,12 +303,14 @@ def on_job_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb:
         if isinstance(exc_value, AuthError) and exc_value.needs_reauth and tenant_id:
             with suppress(NotFound):
                 store.set_status(tenant_id, install_id, "needs_reauth")
-        if job.should_retry:
-            return  # the worker logs the failure (its traceback once per job)
+        error = f"{getattr(exc_type, '__name__', exc_type)}: {exc_value}"[:2000]
         run_id = kwargs.get("run_id") or (job.meta or {}).get("nexus_run_id")
+        if job.should_retry:
+            follow.job_failed(connection, job, final=False, error=error, run_id=run_id)
+            return  # the worker logs the failure (its traceback once per job)
         if run_id and tenant_id:
-            error = f"{getattr(exc_type, '__name__', exc_type)}: {exc_value}"[:2000]
             store.finish_run(tenant_id, run_id, "failed", error=error)
+        follow.job_failed(connection, job, final=True, error=error, run_id=run_id)
         logger.error("job {} failed for good and is in the dead-letter queue: {}", job.id,
                      exc_value)
     except Exception as exc:  # a callback that raises would replace the job's own error

@@ -192,3 +192,34 @@ def test_a_horse_whose_worker_was_killed_stops_at_its_next_page_and_the_job_is_r
     assert len(delivered) == 3000 and max(delivered.values()) <= 2
     assert sum(n - 1 for n in delivered.values()) <= 100  # at most one page twice
     assert "is gone; stopping here" in c.logs() and "recovered abandoned job" in c.logs()
+
+
+def test_sync_wait_follows_a_running_worker_without_opening_the_store(make_cluster, redis_url):
+    """`nexus sync backfill --wait` against a live worker: the CLI starts the sync and follows
+    its progress stream with Redis alone — SQLAlchemy is never imported in the CLI."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    c = make_cluster(redis_url, total=1000, page_size=100)
+    c.install()
+    c.worker("--queues", "backfill")
+    launcher = str(Path(__file__).with_name("worker_main.py"))
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", launcher, "sync", "backfill", "sim", "--tenant",
+         "t1", "--install", "i1", "--wait", "--json"],
+        env={**os.environ, **c.env}, capture_output=True, text=True, timeout=60, cwd=c.tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert (result["status"], result["pages"], result["records"]) == ("succeeded", 10, 1000)
+    assert result["run_id"] == c.store.list_runs("t1", "i1")[0].run_id
+    imported = [line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "rq" in imported and not any(m.startswith("sqlalchemy") for m in imported)
+
+    bad = subprocess.run(
+        [sys.executable, launcher, "sync", "backfill", "sim", "-t", "t1", "-i", "nope", "--wait"],
+        env={**os.environ, **c.env}, capture_output=True, text=True, timeout=60, cwd=c.tmp)
+    assert bad.returncode == 1 and "not found" in bad.stderr
