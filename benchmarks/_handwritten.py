@@ -42,6 +42,18 @@ def delta(url: str, db: str, cursor_id: str) -> str:
     return data["next"]
 
 
+def backfill(url: str) -> int:
+    """Read every page of the paged server and hand each to the sink."""
+    cursor, records = "0", 0
+    while cursor is not None:
+        data = _session.get(f"{url}/records", params={"cursor": cursor, "limit": 100},
+                            timeout=(10, 30)).json()
+        sink(data["results"])
+        records += len(data["results"])
+        cursor = data["next"]
+    return records
+
+
 def create_cursors(db: str, ids: list[str]) -> None:
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA journal_mode=WAL")  # as the engine's store file (a file property)
