@@ -40,7 +40,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check nexus_core plugins tests benchmarks
 
 bench: $(STAMP)
-	@for b in http_client webhook_ingress job_overhead backfill_throughput; do \
+	@for b in http_client webhook_ingress job_overhead backfill_throughput worker_startup \
+	  sync_wait cron_tick webhook_routing; do \
 	  echo "== $$b"; $(BIN)/python benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
 
 docs: $(STAMP)
