@@ -10,7 +10,7 @@ STAMP := $(VENV)/.nexus-installed
 $(STAMP): setup.cfg pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e '.[test,lint]' $(foreach p,$(PLUGINS),-e $(p))
+	$(BIN)/python -m pip install -q -e '.[test,lint,embedded]' $(foreach p,$(PLUGINS),-e $(p))
 	@touch $@
 
 check-redis:

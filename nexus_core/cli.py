@@ -30,6 +30,8 @@ COMMANDS: dict[str, str] = {
     "serve": "nexus_core.commands.serve:serve",
     "simulate": "nexus_core.commands.simulate:simulate",
     "dev": "nexus_core.commands.dev:dev",
+    "new-provider": "nexus_core.commands.new_provider:new_provider",
+    "redis": "nexus_core.commands.redis_cmd:redis_group",
 }
 
 

@@ -163,8 +163,9 @@ def redis_connection(settings: Settings | None = None, url: str | None = None) -
 
     if url is None:
         from nexus_core.config import get_settings
+        from nexus_core.embedded import resolve_url
 
-        url = (settings or get_settings()).redis_url
+        url = resolve_url(settings or get_settings())
     return redis_lib.Redis.from_url(
         url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30,
         **_driver_info(),

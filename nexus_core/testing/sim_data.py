@@ -53,6 +53,10 @@ class DataSet:
         """(version, updated second) of one record."""
         return self._changed.get((account, stream), {}).get(index, (0, index))
 
+    def deleted(self, account: str, stream: str) -> dict[int, int]:
+        """Deleted records: index -> the simulated second of the deletion."""
+        return dict(self._deleted.get((account, stream), {}))
+
     def is_deleted(self, account: str, stream: str, index: int) -> bool:
         return index in self._deleted.get((account, stream), {})
 
