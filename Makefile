@@ -7,10 +7,10 @@ STAMP := $(VENV)/.nexus-installed
 
 .PHONY: demo test test-core lint bench clean check-redis docs contract-latest
 
-$(STAMP): setup.cfg pyproject.toml $(wildcard plugins/*/setup.cfg)
+$(STAMP): setup.cfg pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e '.[test,lint]' $(foreach p,$(PLUGINS),-e $(p))
+	$(BIN)/python -m pip install -q -e '.[test,lint,embedded]' $(foreach p,$(PLUGINS),-e $(p))
 	@touch $@
 
 check-redis:

@@ -78,7 +78,8 @@ def nexus_webhook(n: int, env: dict, no_fork: bool) -> float:
         service.schedule_webhook_job("sim", "t1", "i1", WebhookRequest(
             "POST", "http://bench/webhooks/sim/i1", {"Content-Type": "application/json"}, body))
     _run([sys.executable, str(HERE / "_nexus_worker.py"), "--log-level", "WARNING",
-          "run-worker", "--burst", "--queues", "webhook", *(["--no-fork"] if no_fork else [])],
+          "run-worker", "--workers", "1", "--burst", "--queues", "webhook",
+          *(["--no-fork"] if no_fork else [])],
          env)
     done, seconds = _span(runtime.get_redis(), queues.WEBHOOK)
     assert done == n, (done, n)
@@ -113,7 +114,8 @@ def nexus_delta(n: int, url: str, env: dict, no_fork: bool) -> float:
         enqueue_sync(redis, "delta", "sim", "t1", inst.install_id, None,
                      job_id=f"bench-delta-{i}", run_id=None, opts=opts)
     _run([sys.executable, str(HERE / "_nexus_worker.py"), "--log-level", "WARNING",
-          "run-worker", "--burst", "--queues", "delta", *(["--no-fork"] if no_fork else [])], env)
+          "run-worker", "--workers", "1", "--burst", "--queues", "delta",
+          *(["--no-fork"] if no_fork else [])], env)
     done, seconds = _span(redis, queues.DELTA)
     assert done == n, (done, n)
     for i in range(0, n, max(1, n // 10)):  # every delta committed its new cursor

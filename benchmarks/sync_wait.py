@@ -47,7 +47,8 @@ def main() -> None:
         log = (tmp / "worker.log").open("w")
         worker = subprocess.Popen(
             [sys.executable, str(HERE / "_nexus_worker.py"), "--log-level", "WARNING",
-             "run-worker", "--queues", "backfill"], env={**os.environ, **env}, stdout=log,
+             "run-worker", "--workers", "1", "--queues", "backfill"],
+            env={**os.environ, **env}, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 30

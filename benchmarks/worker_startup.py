@@ -81,7 +81,7 @@ def nexus_side(env: dict, kind: str, url: str) -> float:
         enqueue_sync(redis, "delta", "sim", "t1", "i1", None, job_id="bench-startup-delta",
                      run_id=None, opts=SyncOptions())
     t0 = _spawn([sys.executable, str(HERE / "_nexus_worker.py"), "--log-level", "WARNING",
-                 "run-worker", "--burst", "--queues", kind], env)
+                 "run-worker", "--workers", "1", "--burst", "--queues", kind], env)
     name = queues.WEBHOOK if kind == "webhook" else queues.DELTA
     return (_started(redis, name) - t0).total_seconds()
 
@@ -122,7 +122,7 @@ def main() -> None:
                         [rq, "worker", "--burst", "--url", env["REDIS_URL"], "--quiet", "x"]
                         if side == "rq-empty" else
                         [sys.executable, str(HERE / "_nexus_worker.py"), "--log-level",
-                         "WARNING", "run-worker", "--burst"], env))
+                         "WARNING", "run-worker", "--workers", "1", "--burst"], env))
             ratios.setdefault("empty", []).append(times["nexus-empty"][-1] /
                                                   times["rq-empty"][-1])
             print(f"round {r + 1}: rq {times['rq'][-1]:.3f} s, nexus webhook "

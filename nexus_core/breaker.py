@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 from loguru import logger
 
-from nexus_core import metrics
+from nexus_core import ids, metrics
 
 #: Lua functions shared with the limiter's admission script. Times are Redis server
 #: milliseconds. The hash holds ``state`` (closed | open | half_open), ``failures`` and ``until``
@@ -80,7 +80,7 @@ class BreakerPolicy:
 
 
 def breaker_key(provider_id: str, tenant_id: str, install_id: str) -> str:
-    return f"nexus:cb:{provider_id}:{tenant_id}:{install_id}"
+    return "nexus:cb:" + ids.join_key(provider_id, tenant_id, install_id)
 
 
 @attrs.frozen

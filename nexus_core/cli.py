@@ -7,12 +7,12 @@ Sub-commands live in ``nexus_core.commands.*`` and are imported only when used (
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import Any
 
 import click
 
 from nexus_core.__about__ import __version__
+from nexus_core.config import LOG_FORMATS, LOG_LEVELS
 
 #: command name -> "module:attribute"; add a line here to add a command group.
 COMMANDS: dict[str, str] = {
@@ -28,6 +28,10 @@ COMMANDS: dict[str, str] = {
     "auth": "nexus_core.commands.auth:auth",
     "keys": "nexus_core.commands.keys:keys",
     "serve": "nexus_core.commands.serve:serve",
+    "simulate": "nexus_core.commands.simulate:simulate",
+    "dev": "nexus_core.commands.dev:dev",
+    "new-provider": "nexus_core.commands.new_provider:new_provider",
+    "redis": "nexus_core.commands.redis_cmd:redis_group",
 }
 
 
@@ -42,47 +46,75 @@ class LazyGroup(click.Group):
         module, _, attr = target.partition(":")
         return getattr(importlib.import_module(module), attr)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Expected errors (a bad setting, Redis or the database unreachable, an unknown
+        provider, tenant or installation) become one line and exit status 1; the traceback only
+        with ``--debug`` or LOG_LEVEL=DEBUG/TRACE. Anything else is a bug and shows its
+        traceback."""
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            from nexus_core.errors import describe_error
+
+            message = describe_error(exc)
+            if message is None:
+                raise
+            if _debug(ctx):
+                import traceback
+
+                traceback.print_exc()
+            raise click.ClickException(message) from None
+
+
+def _debug(ctx: click.Context) -> bool:
+    obj = ctx.find_root().obj
+    return bool(isinstance(obj, dict) and obj.get("debug"))
+
+
+def _level(value: str | None) -> str | None:
+    return value.upper() if value else None
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="nexus")
 @click.option(
     "--log-level",
-    envvar="LOG_LEVEL",
-    default="INFO",
-    show_default=True,
-    type=click.Choice(["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    help="Log verbosity (env LOG_LEVEL).",
+    default=None,
+    type=click.Choice(list(LOG_LEVELS), case_sensitive=False),
+    help="Log verbosity [default: LOG_LEVEL from the environment or .env, else INFO].",
 )
 @click.option(
     "--log-format",
-    envvar="NEXUS_LOG_FORMAT",
-    default="pretty",
-    show_default=True,
-    type=click.Choice(["pretty", "json"]),
-    help="pretty for a terminal, json for one object per line (env NEXUS_LOG_FORMAT).",
+    default=None,
+    type=click.Choice(list(LOG_FORMATS)),
+    help="pretty for a terminal, json for one object per line [default: NEXUS_LOG_FORMAT, "
+    "else pretty].",
 )
+@click.option("--debug", is_flag=True,
+              help="Show the traceback of an error (as LOG_LEVEL=DEBUG does).")
 @click.pass_context
-def cli(ctx: click.Context, log_level: str, log_format: str) -> None:
+def cli(ctx: click.Context, log_level: str | None, log_format: str | None, debug: bool) -> None:
     """Nexus Integration SDK: connect tenants to third-party APIs reliably.
 
     Providers are plugins (`pip install nexus-hubspot`); `nexus providers list` shows what is
     installed and `nexus plugins list` shows every plugin, including ones that failed to load.
     Settings come from the environment and a .env file (REDIS_URL, NEXUS_DATABASE_URL, ...).
     """
+    from nexus_core.config import get_settings
     from nexus_core.log import configure_logging
 
-    configure_logging(log_level.upper(), log_format)
     ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    settings = get_settings()  # a malformed setting stops here, naming the variable
+    level = _level(log_level) or settings.log_level
+    ctx.obj["debug"] = debug or level in ("DEBUG", "TRACE")
+    configure_logging(level, log_format or settings.log_format)
 
 
 def main(argv: list[str] | None = None) -> Any:
-    from nexus_core.errors import NexusError
-
-    try:
-        return cli.main(args=argv, prog_name="nexus", standalone_mode=True)
-    except NexusError as exc:  # pragma: no cover - click already handles ClickException
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    return cli.main(args=argv, prog_name="nexus", standalone_mode=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

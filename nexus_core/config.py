@@ -1,26 +1,180 @@
 """Settings from the environment and a ``.env`` file, with the seed's variable names.
 
-The environment wins over ``.env``. A malformed value is a :class:`ConfigError` at startup that
-names the variable, what it got and what it accepts — never a stack trace deep inside a job.
+One typed object, :class:`Settings`, is the single source: every variable the core reads is a
+:class:`Setting` in :data:`SETTINGS` with its type, bounds and a doc line, parsed once by
+:func:`load_settings` into a typed field. Modules read the field (``settings.webhook_tolerance``),
+never the variable by name. The environment wins over ``.env``; an empty value means the default.
+
+A malformed value is a one-line :class:`ConfigError` at startup that names the variable, what it
+got and what it accepts — never a traceback, never a silent default (``nan``, ``inf``, ``1e999``,
+``-0x1`` and the like are refused).
+
+Provider plugins' own variables (``HUBSPOT_CLIENT_ID``, ...) are read with
+:meth:`Settings.get`, by the same rules (environment over ``.env``).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import quote
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 import attrs
 
 from nexus_core.errors import ConfigError
 
-T = TypeVar("T")
-
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("pretty", "json")
 ENVIRONMENTS = ("development", "production", "test")
+SINKS = ("jsonl", "null")
+
+#: Longest value shown back in an error message (a 10 KB paste stays one readable line).
+_SHOW = 60
+
+
+def _shown(raw: str) -> str:
+    return repr(raw if len(raw) <= _SHOW else raw[:_SHOW] + "...")
+
+
+# -- parsers: (variable name, raw text) -> typed value, or a ConfigError naming the variable ------
+
+Parser = Callable[[str, str], Any]
+
+_INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+@attrs.frozen
+class Number:
+    """An integer or a finite decimal number within ``[low, high]`` (``low`` exclusive when
+    ``low_open``). Plain ASCII notation only: no ``nan``/``inf``, hex, underscores or
+    other scripts' digits."""
+
+    integer: bool
+    low: float
+    high: float
+    low_open: bool = False
+    unit: str = ""
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        low = f"> {_fmt(self.low)}" if self.low_open else f">= {_fmt(self.low)}"
+        return f"{kind}{' of ' + self.unit if self.unit else ''} {low} and <= {_fmt(self.high)}"
+
+    def __call__(self, name: str, raw: str) -> Any:
+        text = raw.strip()
+        pattern = _INT if self.integer else _FLOAT
+        if len(text) > 40 or not pattern.fullmatch(text):  # int() refuses > 4300 digits
+            raise ConfigError(f"{name} must be {self.describe()}, got {_shown(raw)}")
+        value = int(text) if self.integer else float(text)
+        if not self.integer and not math.isfinite(value):
+            raise ConfigError(f"{name} must be {self.describe()}, got {_shown(raw)}")
+        too_low = value <= self.low if self.low_open else value < self.low
+        if too_low or value > self.high:
+            raise ConfigError(f"{name} must be {self.describe()}, got {_shown(raw)}")
+        return value
+
+
+@attrs.frozen
+class Choice:
+    choices: tuple[str, ...]
+    upper: bool = False
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(self.choices)
+
+    def __call__(self, name: str, raw: str) -> str:
+        value = raw.strip().upper() if self.upper else raw.strip().lower()
+        if value not in self.choices:
+            raise ConfigError(f"{name} must be {self.describe()}, got {_shown(raw)}")
+        return value
+
+
+@attrs.frozen
+class Text:
+    """Free text (a path, a secret); only control characters are refused."""
+
+    what: str = "text"
+
+    def describe(self) -> str:
+        return self.what
+
+    def __call__(self, name: str, raw: str) -> str:
+        if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+            raise ConfigError(f"{name} must be {self.what} without control characters")
+        return raw.strip()
+
+
+@attrs.frozen
+class Names:
+    """A comma-separated list of names (``a, b``); empty items are dropped."""
+
+    def describe(self) -> str:
+        return "comma-separated names"
+
+    def __call__(self, name: str, raw: str) -> tuple[str, ...]:
+        Text()(name, raw)
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+@attrs.frozen
+class Url:
+    """A URL with one of ``schemes``; checked for what each scheme needs (a host, a port in
+    1..65535, a Redis database number)."""
+
+    schemes: tuple[str, ...]
+    what: str
+
+    def describe(self) -> str:
+        return self.what
+
+    def __call__(self, name: str, raw: str) -> str:
+        text = raw.strip()
+        Text()(name, text)
+        scheme = text.split(":", 1)[0].lower() if ":" in text else ""
+        if not any(text.lower().startswith(s) for s in self.schemes):
+            raise ConfigError(
+                f"{name} must be {self.what}, got one starting {scheme or text[:10]!r}"
+            )
+        if scheme in ("redis", "rediss", "http", "https"):
+            _check_network_url(name, text, scheme)
+        elif scheme == "unix" and not urlsplit(text).path:
+            raise ConfigError(f"{name}: a unix:// URL needs a socket path (unix:///run/redis.sock)")
+        return text
+
+
+def _check_network_url(name: str, text: str, scheme: str) -> None:
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:  # a port that is not a number or out of range
+        raise ConfigError(f"{name} has an invalid port: {exc}; "
+                          f"expected {scheme}://host:port{'/db' if 'redis' in scheme else ''}"
+                          ) from None
+    if not parts.hostname:
+        raise ConfigError(f"{name} has no host: expected {scheme}://host[:port]")
+    if port == 0:
+        raise ConfigError(f"{name} has port 0; expected a port in 1..65535")
+    if scheme.startswith("redis"):
+        db = parts.path.lstrip("/")
+        if db and not (_INT.fullmatch(db) and int(db) >= 0):
+            raise ConfigError(
+                f"{name} has database {_shown(db)}; expected a number >= 0 "
+                f"({scheme}://host:port/0)"
+            )
+    elif parts.query or parts.fragment:
+        raise ConfigError(f"{name} must be a base URL without ?query or #fragment")
+
+
+# -- the settings ------------------------------------------------------------------------------
 
 
 @attrs.frozen
@@ -30,135 +184,140 @@ class Setting:
     env: str
     default: str | None
     help: str
+    #: The :class:`Settings` attribute that holds the parsed value.
+    field: str
+    parse: Parser = attrs.field(default=Text(), repr=False)
+
+    @property
+    def accepts(self) -> str:
+        describe = getattr(self.parse, "describe", None)
+        return describe() if describe else ""
+
+
+_DAY = 86400.0
+
+
+def _seconds(low: float, high: float, *, open_low: bool = False, integer: bool = False) -> Number:
+    return Number(integer, low, high, open_low, unit="seconds")
 
 
 #: Every variable the core reads, in the order the README lists them.
 SETTINGS: tuple[Setting, ...] = (
-    Setting("REDIS_URL", None, "Redis for queues, locks, rate limits (wins over REDIS_HOST/...)"),
-    Setting("REDIS_HOST", "localhost", "Redis host when REDIS_URL is not set"),
-    Setting("REDIS_PORT", "6379", "Redis port when REDIS_URL is not set"),
-    Setting("REDIS_PASSWORD", "", "Redis password when REDIS_URL is not set"),
-    Setting("REDIS_DB", "0", "Redis database number when REDIS_URL is not set"),
-    Setting("INTEGRATION_WORKER_CONCURRENCY", "5", "Scales each queue's worker concurrency"),
-    Setting("INTEGRATION_MAX_RETRIES", "3", "Retries of a failed job before the dead-letter queue"),
-    Setting("INTEGRATION_BACKOFF_DELAY", "2000", "First retry delay in milliseconds (doubles)"),
-    Setting("LOG_LEVEL", "INFO", "TRACE, DEBUG, INFO, SUCCESS, WARNING, ERROR or CRITICAL"),
-    Setting("NEXUS_LOG_FORMAT", "pretty", "pretty (terminal) or json (one object per line)"),
-    Setting("NEXUS_DATABASE_URL", "sqlite:///nexus.db", "Store: SQLite or postgresql+psycopg://"),
-    Setting("NEXUS_ENV", "development", "development, test or production (production is strict)"),
-    Setting("NEXUS_LOAD_PLUGINS", None, "Comma-separated allow-list of plugin names to load"),
-    Setting("NEXUS_DISABLE_PLUGINS", None, "Comma-separated plugin names never to load"),
+    Setting("REDIS_URL", None, "Redis for queues, locks, rate limits (wins over REDIS_HOST/...)",
+            "redis_url_setting", Url(("redis://", "rediss://", "unix://"),
+                                     "a redis://, rediss:// or unix:// URL")),
+    Setting("REDIS_HOST", "localhost", "Redis host when REDIS_URL is not set", "redis_host",
+            Text("a host name")),
+    Setting("REDIS_PORT", "6379", "Redis port when REDIS_URL is not set", "redis_port",
+            Number(True, 1, 65535)),
+    Setting("REDIS_PASSWORD", "", "Redis password when REDIS_URL is not set", "redis_password",
+            Text("a password")),
+    Setting("REDIS_DB", "0", "Redis database number when REDIS_URL is not set", "redis_db",
+            Number(True, 0, 1_000_000)),
+    Setting("NEXUS_EMBEDDED_REDIS", "auto",
+            "No Redis configured: auto (development: localhost:6379, else start one under "
+            "NEXUS_EMBEDDED_REDIS_DIR), on, or off", "embedded_redis",
+            Choice(("auto", "on", "off"))),
+    Setting("NEXUS_EMBEDDED_REDIS_DIR", ".nexus/redis",
+            "Where the development Redis keeps its files (AOF, log, pid)", "embedded_redis_dir",
+            Text("a directory path")),
+    Setting("INTEGRATION_WORKER_CONCURRENCY", "5",
+            "Sizes the per-queue worker pools of `nexus run-worker`: seed concurrency x value / 5",
+            "worker_concurrency", Number(True, 1, 1000)),
+    Setting("INTEGRATION_MAX_RETRIES", "3", "Retries of a failed job before the dead-letter queue",
+            "max_retries", Number(True, 0, 100)),
+    Setting("INTEGRATION_BACKOFF_DELAY", "2000", "First retry delay in milliseconds (doubles)",
+            "backoff_delay_ms", Number(True, 0, 86_400_000, unit="milliseconds")),
+    Setting("LOG_LEVEL", "INFO", "Log verbosity", "log_level", Choice(LOG_LEVELS, upper=True)),
+    Setting("NEXUS_LOG_FORMAT", "pretty", "pretty (terminal) or json (one object per line)",
+            "log_format", Choice(LOG_FORMATS)),
+    Setting("NEXUS_DATABASE_URL", "sqlite:///nexus.db", "Store: SQLite or PostgreSQL",
+            "database_url", Url(("sqlite:", "postgresql:", "postgresql+"),
+                                "a sqlite:/// or postgresql+psycopg:// URL")),
+    Setting("NEXUS_ENV", "development", "production is strict (keys required, no key file)",
+            "env", Choice(ENVIRONMENTS)),
+    Setting("NEXUS_LOAD_PLUGINS", None, "Allow-list of plugin names to load (unset: all)",
+            "load_plugins", Names()),
+    Setting("NEXUS_DISABLE_PLUGINS", None, "Plugin names never to load", "disable_plugins",
+            Names()),
     Setting("NEXUS_RATE_LIMIT_MAX_WAIT", "5",
-            "Seconds a worker may sleep for the shared rate limit (longer: RateLimited)"),
+            "Seconds a worker may sleep for the shared rate limit (longer: RateLimited)",
+            "rate_limit_max_wait", _seconds(0, 3600)),
     Setting("NEXUS_RATE_LIMIT_HEADROOM", "1",
-            "Requests of a provider's burst kept unused (absorbs network jitter: no 429s)"),
+            "Requests of a provider's burst kept unused (absorbs network jitter: no 429s)",
+            "rate_limit_headroom", Number(True, 0, 10_000)),
     Setting("NEXUS_BREAKER_FAILURE_THRESHOLD", "5",
-            "Consecutive failed calls (5xx, timeouts) that open an installation's breaker"),
-    Setting("NEXUS_BREAKER_COOLDOWN", "30", "Seconds an open breaker waits before one probe call"),
+            "Consecutive failed calls (5xx, timeouts) that open an installation's breaker",
+            "breaker_failure_threshold", Number(True, 1, 100_000)),
+    Setting("NEXUS_BREAKER_COOLDOWN", "30", "Seconds an open breaker waits before one probe call",
+            "breaker_cooldown", _seconds(0, _DAY)),
     Setting("NEXUS_HTTP_BACKOFF_BASE", "0.5",
-            "Seconds: first backoff unit between HTTP retries (x provider's multiplier)"),
-    # [sync] settings (nexus_core.jobs / worker / scheduler / sinks)
+            "Seconds: first backoff unit between HTTP retries (x provider's multiplier)",
+            "http_backoff_base", _seconds(0, 3600)),
     Setting("NEXUS_SINK", "jsonl",
-            "Built-in record/event sink: jsonl (a file per tenant/stream) or null"),
-    Setting("NEXUS_SINK_DIR", "nexus-data", "Directory of the jsonl sink's files"),
+            "Built-in record/event sink: jsonl (files per tenant/provider/stream) or null",
+            "sink", Choice(SINKS)),
+    Setting("NEXUS_SINK_DIR", "nexus-data", "Directory of the jsonl sink's files", "sink_dir",
+            Text("a directory path")),
     Setting("NEXUS_BACKFILL_TIME_BUDGET", "60",
-            "Seconds a backfill job runs before it enqueues its continuation"),
+            "Seconds a backfill job runs before it enqueues its continuation",
+            "backfill_time_budget", _seconds(0, _DAY, open_low=True)),
     Setting("NEXUS_DELTA_INTERVAL", "300",
-            "Seconds between scheduled deltas of each active installation"),
+            "Seconds between scheduled deltas of each active installation", "delta_interval",
+            _seconds(1, 7 * _DAY, integer=True)),
     Setting("NEXUS_BACKFILL_TENANT_CONCURRENCY", "1",
-            "Backfill jobs one tenant may have queued or running at once (RQ RateLimit)"),
+            "Backfill jobs one tenant may have queued or running at once (RQ RateLimit)",
+            "backfill_tenant_concurrency", Number(True, 1, 10_000)),
     Setting("NEXUS_JOB_LEASE_TTL", "15",
-            "Seconds without a heartbeat after which a dead worker's job is requeued"),
+            "Seconds without a heartbeat after which a dead worker's job is requeued",
+            "job_lease_ttl", _seconds(0, 3600, open_low=True)),
     Setting("NEXUS_MAX_DEFERRALS", "100",
-            "Rate-limit/breaker reschedules of one job before it goes to the dead-letter queue"),
+            "Rate-limit/breaker reschedules of one job before it goes to the dead-letter queue",
+            "max_deferrals", Number(True, 1, 1_000_000)),
     Setting("NEXUS_PUBLIC_URL", None,
-            "Public base URL providers call (https://hooks.example.com); HubSpot v3 signs it"),
-    Setting("NEXUS_WEBHOOK_MAX_BODY", "1048576", "Largest webhook body in bytes (larger: 413)"),
+            "Public base URL providers and browsers call (https://hooks.example.com)",
+            "public_url", Url(("http://", "https://"), "an http:// or https:// base URL")),
+    Setting("NEXUS_WEBHOOK_MAX_BODY", "1048576", "Largest webhook body in bytes (larger: 413)",
+            "webhook_max_body", Number(True, 1, 64 * 1024 * 1024, unit="bytes")),
     Setting("NEXUS_WEBHOOK_DEDUPE_TTL", "259200",
-            "Seconds a webhook delivery id is remembered against replays (3 days)"),
+            "Seconds a webhook delivery id is remembered against replays (3 days)",
+            "webhook_dedupe_ttl", _seconds(1, 365 * _DAY, integer=True)),
     Setting("NEXUS_WEBHOOK_TOLERANCE", "300",
-            "Seconds a signed webhook timestamp may differ from now, either way"),
+            "Seconds a signed webhook timestamp may differ from now, either way",
+            "webhook_tolerance", _seconds(0, _DAY, open_low=True)),
     Setting("NEXUS_WEBHOOK_ROUTE_CACHE_TTL", "30",
-            "Seconds the web app reuses an account-to-installation lookup (0: off)"),
+            "Seconds the web app reuses an account-to-installation lookup (0: off)",
+            "webhook_route_cache_ttl", _seconds(0, 3600)),
     Setting("NEXUS_ENCRYPTION_KEYS", None,
-            "Credential keys, comma-separated base64url (first encrypts; required in production)"),
+            "Credential keys, comma-separated base64url (first encrypts; required in production)",
+            "encryption_keys", Text("comma-separated base64url keys")),
     Setting("NEXUS_KEY_FILE", ".nexus/encryption.key",
-            "Development key file, generated (mode 600) when NEXUS_ENCRYPTION_KEYS is unset"),
-    Setting("NEXUS_REFRESH_MARGIN", "300", "Seconds before expiry an access token is refreshed"),
-    Setting("NEXUS_OAUTH_STATE_TTL", "600", "Seconds an OAuth authorization link stays valid"),
+            "Development key file, generated (mode 600) when NEXUS_ENCRYPTION_KEYS is unset",
+            "key_file", Text("a file path")),
+    Setting("NEXUS_REFRESH_MARGIN", "300", "Seconds before expiry an access token is refreshed",
+            "refresh_margin", _seconds(0, _DAY)),
+    Setting("NEXUS_OAUTH_STATE_TTL", "600",
+            "Seconds an OAuth authorization (consent page to callback) stays valid",
+            "oauth_state_ttl", _seconds(0, _DAY, open_low=True)),
+    Setting("NEXUS_CONNECT_LINK_TTL", "3600",
+            "Seconds a connect link (`nexus auth link`) stays valid by default",
+            "connect_link_ttl", _seconds(0, 30 * _DAY, open_low=True)),
 )
 
-
-def _int(name: str, raw: str, minimum: int | None = None) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(
-            f"{name} must be an integer, got {raw!r}", hint=f"set {name} to e.g. 3"
-        ) from None
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _number(
-    name: str, raw: str, kind: type, lowest: float, inclusive: bool, what: str | None = None
-) -> Any:
-    what = what or ("an integer" if kind is int else "a number")
-    try:
-        value = float(raw)
-        if kind is int and value != int(value):
-            raise ValueError
-    except ValueError:
-        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
-    if value < lowest or (value == lowest and not inclusive):
-        raise ConfigError(f"{name} must be {'>=' if inclusive else '>'} {lowest:g}, got {raw!r}")
-    return kind(value)
-
-
-# Parsers for ``Settings.get_parsed(name, parser, default)``: each names the variable on error.
-def non_negative_float(name: str, raw: str) -> float:
-    return _number(name, raw, float, 0, inclusive=True)
-
-
-def positive_float(name: str, raw: str) -> float:
-    return _number(name, raw, float, 0, inclusive=False)
-
-
-def non_negative_int(name: str, raw: str) -> int:
-    return _number(name, raw, int, 0, inclusive=True)
-
-
-def positive_int(name: str, raw: str) -> int:
-    return _number(name, raw, int, 1, inclusive=True)
-
-
-def positive_seconds(name: str, raw: str) -> float:
-    return _number(name, raw, float, 0, inclusive=False, what="a number of seconds")
-
-
-def non_negative_seconds(name: str, raw: str) -> float:
-    return _number(name, raw, float, 0, inclusive=True, what="a number of seconds")
-
-
-def byte_size(name: str, raw: str) -> int:
-    return _number(name, raw, int, 1, inclusive=True, what="a number of bytes")
-
-
-def _choice(name: str, raw: str, choices: tuple[str, ...], upper: bool = False) -> str:
-    value = raw.strip().upper() if upper else raw.strip().lower()
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-    return value
-
-
-def _csv(raw: str | None) -> tuple[str, ...]:
-    return tuple(p.strip() for p in (raw or "").split(",") if p.strip())
+_BY_ENV = {s.env: s for s in SETTINGS}
 
 
 @attrs.frozen
 class Settings:
-    redis_url: str = "redis://localhost:6379/0"
+    """Every setting of the core, parsed and typed. Build it with :func:`load_settings`."""
+
+    redis_url_setting: str | None = None
+    redis_host: str = "localhost"
+    redis_port: int = 6379
+    redis_password: str = ""
+    redis_db: int = 0
+    embedded_redis: str = "auto"
+    embedded_redis_dir: str = ".nexus/redis"
     worker_concurrency: int = 5
     max_retries: int = 3
     backoff_delay_ms: int = 2000
@@ -168,33 +327,48 @@ class Settings:
     env: str = "development"
     load_plugins: tuple[str, ...] | None = None
     disable_plugins: tuple[str, ...] = ()
-    #: Everything read (environment over .env), for settings that later modules own.
+    rate_limit_max_wait: float = 5.0
+    rate_limit_headroom: int = 1
+    breaker_failure_threshold: int = 5
+    breaker_cooldown: float = 30.0
+    http_backoff_base: float = 0.5
+    sink: str = "jsonl"
+    sink_dir: str = "nexus-data"
+    backfill_time_budget: float = 60.0
+    delta_interval: int = 300
+    backfill_tenant_concurrency: int = 1
+    job_lease_ttl: float = 15.0
+    max_deferrals: int = 100
+    public_url: str | None = None
+    webhook_max_body: int = 1024 * 1024
+    webhook_dedupe_ttl: int = 3 * 24 * 3600
+    webhook_tolerance: float = 300.0
+    webhook_route_cache_ttl: float = 30.0
+    encryption_keys: str | None = None
+    key_file: str = ".nexus/encryption.key"
+    refresh_margin: float = 300.0
+    oauth_state_ttl: float = 600.0
+    connect_link_ttl: float = 3600.0
+    #: Everything read (environment over .env): provider plugins' variables live here.
     raw: Mapping[str, str] = attrs.field(factory=dict, repr=False, eq=False)
 
+    @property
+    def redis_url(self) -> str:
+        """REDIS_URL, else the URL REDIS_HOST/PORT/PASSWORD/DB make."""
+        if self.redis_url_setting:
+            return self.redis_url_setting
+        auth = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
     def get(self, name: str, default: str | None = None) -> str | None:
-        """A variable not modelled here (a provider's HUBSPOT_CLIENT_ID, say)."""
-        return self.raw.get(name, default)
-
-    def get_parsed(self, name: str, parse: Callable[[str, str], T], default: T) -> T:
-        raw = self.raw.get(name)
-        return default if raw in (None, "") else parse(name, raw)
-
-
-def _redis_url(values: Mapping[str, str]) -> str:
-    url = values.get("REDIS_URL")
-    if url:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(
-                "REDIS_URL must start with redis://, rediss:// or unix://, "
-                f"got one starting {url.split(':', 1)[0]!r}"
-            )
-        return url
-    host = values.get("REDIS_HOST") or "localhost"
-    port = _int("REDIS_PORT", values.get("REDIS_PORT") or "6379", minimum=1)
-    db = _int("REDIS_DB", values.get("REDIS_DB") or "0", minimum=0)
-    password = values.get("REDIS_PASSWORD") or ""
-    auth = f":{quote(password, safe='')}@" if password else ""
-    return f"redis://{auth}{host}:{port}/{db}"
+        """A variable not modelled here (a provider's HUBSPOT_CLIENT_ID, say); an empty value
+        counts as unset."""
+        value = self.raw.get(name)
+        return default if value in (None, "") else value
 
 
 def read_env(
@@ -213,35 +387,24 @@ def read_env(
 def load_settings(
     environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
 ) -> Settings:
-    """Read and validate settings; raises :class:`ConfigError` naming the bad variable."""
-    v = read_env(environ, env_file)
-    load = v.get("NEXUS_LOAD_PLUGINS")
-    return Settings(
-        redis_url=_redis_url(v),
-        worker_concurrency=_int(
-            "INTEGRATION_WORKER_CONCURRENCY", v.get("INTEGRATION_WORKER_CONCURRENCY") or "5", 1
-        ),
-        max_retries=_int("INTEGRATION_MAX_RETRIES", v.get("INTEGRATION_MAX_RETRIES") or "3", 0),
-        backoff_delay_ms=_int(
-            "INTEGRATION_BACKOFF_DELAY", v.get("INTEGRATION_BACKOFF_DELAY") or "2000", 0
-        ),
-        log_level=_choice("LOG_LEVEL", v.get("LOG_LEVEL") or "INFO", LOG_LEVELS, upper=True),
-        log_format=_choice("NEXUS_LOG_FORMAT", v.get("NEXUS_LOG_FORMAT") or "pretty", LOG_FORMATS),
-        database_url=_database_url(v.get("NEXUS_DATABASE_URL") or "sqlite:///nexus.db"),
-        env=_choice("NEXUS_ENV", v.get("NEXUS_ENV") or "development", ENVIRONMENTS),
-        load_plugins=_csv(load) if load is not None else None,
-        disable_plugins=_csv(v.get("NEXUS_DISABLE_PLUGINS")),
-        raw=v,
-    )
+    """Read and validate every setting; raises :class:`ConfigError` naming the bad variable."""
+    values = read_env(environ, env_file)
+    parsed: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = values.get(setting.env)
+        if raw is None or raw.strip() == "":
+            if setting.default not in (None, ""):
+                parsed[setting.field] = setting.parse(setting.env, setting.default)
+            elif setting.env == "NEXUS_DISABLE_PLUGINS":
+                parsed[setting.field] = ()
+            continue
+        parsed[setting.field] = setting.parse(setting.env, raw)
+    return Settings(**parsed, raw=values)
 
 
-def _database_url(url: str) -> str:
-    if not url.startswith(("sqlite:", "postgresql:", "postgresql+")):
-        raise ConfigError(
-            "NEXUS_DATABASE_URL must be a sqlite:/// or postgresql+psycopg:// URL, "
-            f"got one starting {url.split(':', 1)[0]!r}"
-        )
-    return url
+def parse_setting(name: str, raw: str) -> Any:
+    """Parse one documented variable's text (tests, ``nexus doctor``); KeyError if unknown."""
+    return _BY_ENV[name].parse(name, raw)
 
 
 _cached: Settings | None = None
@@ -261,4 +424,5 @@ def reset_settings() -> None:
 
 
 def settings_table() -> list[dict[str, Any]]:
-    return [attrs.asdict(s) for s in SETTINGS]
+    return [{"env": s.env, "default": s.default, "help": s.help, "accepts": s.accepts}
+            for s in SETTINGS]

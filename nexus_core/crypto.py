@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     from nexus_core.config import Settings
 
 KEYS_ENV = "NEXUS_ENCRYPTION_KEYS"
-KEY_FILE_ENV = "NEXUS_KEY_FILE"
-DEFAULT_KEY_FILE = ".nexus/encryption.key"
 _PREFIX = "nx1"
 _NONCE_BYTES = 12
 _GENERATE_HINT = (
@@ -167,7 +165,7 @@ def keyring_from_settings(settings: Settings | None = None) -> KeyRing:
         from nexus_core.config import get_settings
 
         settings = get_settings()
-    configured = settings.get(KEYS_ENV)
+    configured = settings.encryption_keys
     if configured and configured.strip():
         return KeyRing.from_string(configured)
     if settings.env == "production":
@@ -176,5 +174,5 @@ def keyring_from_settings(settings: Settings | None = None) -> KeyRing:
             "without an encryption key for credentials",
             hint=_GENERATE_HINT,
         )
-    path = Path(settings.get(KEY_FILE_ENV) or DEFAULT_KEY_FILE).expanduser()
+    path = Path(settings.key_file).expanduser()
     return KeyRing.from_string(_read_or_create_key_file(path), source=str(path))

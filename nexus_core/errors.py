@@ -23,8 +23,14 @@ class NexusError(Exception):
         self.hint = hint
         super().__init__(self._render())
 
-    def _render(self) -> str:
-        where = [
+    def one_line(self) -> str:
+        """The message, where it happened and what to do, on one line (the CLI's error)."""
+        where = self._where()
+        text = self.message + (f" [{', '.join(where)}]" if where else "")
+        return text + (f"; {self.hint}" if self.hint else "")
+
+    def _where(self) -> list[str]:
+        return [
             f"{k}={v}"
             for k, v in (
                 ("provider", self.provider),
@@ -33,6 +39,9 @@ class NexusError(Exception):
             )
             if v
         ]
+
+    def _render(self) -> str:
+        where = self._where()
         text = self.message
         if where:
             text += f" [{', '.join(where)}]"
@@ -108,3 +117,45 @@ class WebhookRejected(NexusError):
 
 class StoreError(NexusError):
     """The store could not be reached or refused a write; nothing was half-written."""
+
+
+def describe_error(exc: BaseException) -> str | None:
+    """One line for an *expected* error (bad setting, unreachable Redis or database, unknown
+    provider/tenant/installation): what went wrong and what to do. None for anything else,
+    which is a bug and keeps its traceback."""
+    if isinstance(exc, NexusError):
+        return exc.one_line()
+    module = type(exc).__module__ or ""
+    if module.startswith("redis"):
+        import redis
+
+        from nexus_core.config import get_settings
+
+        try:
+            where = _safe_url(get_settings().redis_url)
+        except NexusError:
+            where = "REDIS_URL"
+        denied = redis.exceptions.AuthenticationError | redis.exceptions.NoPermissionError
+        if isinstance(exc, denied):
+            return (f"Redis at {where} refused our credentials ({exc}); check the password in "
+                    "REDIS_URL / REDIS_PASSWORD")
+        if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+            return (f"Redis at {where} is unreachable ({exc}); check REDIS_URL and that "
+                    "redis-server is running")
+        if isinstance(exc, redis.exceptions.ResponseError):
+            return f"Redis at {where} refused a command ({exc}); is it Redis >= 5?"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    return None
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without its password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        return parts._replace(netloc=user + netloc).geturl()
+    return url

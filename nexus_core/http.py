@@ -35,7 +35,7 @@ from requests.adapters import HTTPAdapter
 from nexus_core import metrics
 from nexus_core.__about__ import __version__
 from nexus_core.breaker import Admission, BreakerPolicy, CircuitBreaker
-from nexus_core.config import Settings, get_settings, non_negative_float, non_negative_int
+from nexus_core.config import Settings, get_settings
 from nexus_core.errors import (
     AuthError,
     ConfigError,
@@ -45,7 +45,7 @@ from nexus_core.errors import (
 )
 from nexus_core.log import redact
 from nexus_core.models import Credentials, Provider, RateLimits, Timeouts
-from nexus_core.ratelimit import RateLimiter
+from nexus_core.ratelimit import RateLimiter, account_scope
 from nexus_core.retries import (
     IDEMPOTENT_METHODS,
     RETRY_STATUSES,
@@ -90,7 +90,7 @@ class ProviderSession:
         self.provider = provider
         self.tenant_id = tenant_id
         self.install_id = install_id
-        self.account = account_id or install_id
+        self.account = account_scope(tenant_id, install_id, account_id)
         self._credentials = credentials or (lambda: None)
         self._refresh = refresh
         self._context = {"provider": provider.id, "tenant_id": tenant_id, "install_id": install_id}
@@ -99,8 +99,7 @@ class ProviderSession:
         self.rate_limits = attrs.evolve(
             provider.rate_limits, **_known(config.get("rate_limits"), RateLimits)
         )
-        get = settings.get_parsed
-        self.max_wait = get("NEXUS_RATE_LIMIT_MAX_WAIT", non_negative_float, 5.0)
+        self.max_wait = settings.rate_limit_max_wait
         env = provider.base_url_env
         #: The simulator/sandbox override; it wins over a Salesforce-style ``instance_url``.
         env_url = (env and (settings.get(env) or os.environ.get(env))) or ""
@@ -129,7 +128,7 @@ class ProviderSession:
                 requests_per_second=self.rate_limits.requests_per_second,
                 burst_size=self.rate_limits.burst_size,
                 max_wait=self.max_wait,
-                headroom=get("NEXUS_RATE_LIMIT_HEADROOM", non_negative_int, 1),
+                headroom=settings.rate_limit_headroom,
                 error_context=self._error_context,
             )
             self.breaker = CircuitBreaker(
@@ -138,15 +137,14 @@ class ProviderSession:
                 tenant_id=tenant_id,
                 install_id=install_id,
                 policy=BreakerPolicy(
-                    failure_threshold=max(
-                        1, get("NEXUS_BREAKER_FAILURE_THRESHOLD", non_negative_int, 5)),
-                    cooldown=get("NEXUS_BREAKER_COOLDOWN", non_negative_float, 30.0),
+                    failure_threshold=settings.breaker_failure_threshold,
+                    cooldown=settings.breaker_cooldown,
                 ),
                 # The probe is one attempt: it may wait for a slot, then connect and read.
                 probe_ttl=self.max_wait + self.timeouts.connect + self.timeouts.read + 1,
             )
 
-        backoff = get("NEXUS_HTTP_BACKOFF_BASE", non_negative_float, 0.5)
+        backoff = settings.http_backoff_base
         retry = SharedRetry(
             total=provider.retry.max_retries,
             status_forcelist=RETRY_STATUSES,

@@ -86,8 +86,32 @@ class InterceptHandler(logging.Handler):
         )
 
 
-def configure_logging(level: str = "INFO", fmt: str = "pretty", sink: Any = None) -> None:
-    """Install the SDK's logging setup; safe to call again (it replaces the previous one)."""
+_library_checked = False
+
+
+def configure_for_library(level: str, fmt: str) -> bool:
+    """Library use (``IntegrationService`` in an application): apply LOG_LEVEL and
+    NEXUS_LOG_FORMAT to loguru when the application has not configured loguru itself — its
+    default stderr handler (id 0, DEBUG and up) is still installed. An application's own loguru
+    handlers and its stdlib logging are left alone. Returns whether it configured anything."""
+    global _library_checked
+    if _library_checked:
+        return False
+    _library_checked = True
+    try:
+        logger.remove(0)
+    except ValueError:  # the application set loguru up: its choice
+        return False
+    configure_logging(level, fmt, intercept_stdlib=False)
+    return True
+
+
+def configure_logging(
+    level: str = "INFO", fmt: str = "pretty", sink: Any = None, *, intercept_stdlib: bool = True
+) -> None:
+    """Install the SDK's logging setup; safe to call again (it replaces the previous one).
+    ``intercept_stdlib`` also routes the stdlib's loggers (rq, urllib3, gunicorn) into loguru
+    at the same threshold (the CLI's processes); a library leaves them to the application."""
     logger.remove()
     if fmt == "json":
         logger.configure(patcher=_json_patch)
@@ -110,6 +134,8 @@ def configure_logging(level: str = "INFO", fmt: str = "pretty", sink: Any = None
             backtrace=False,
             diagnose=False,
         )
+    if not intercept_stdlib:
+        return
     # The stdlib threshold follows ours: a DEBUG record urllib3 would build on every request
     # only to be dropped by loguru costs ~45 us of CPU.
     logging.basicConfig(handlers=[InterceptHandler()], level=logger.level(level).no, force=True)

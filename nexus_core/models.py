@@ -13,13 +13,14 @@ from typing import Any, Literal
 import attrs
 
 AuthType = Literal["oauth2", "api_key", "basic", "none"]
-InstallStatus = Literal["active", "needs_reauth", "disabled"]
+InstallStatus = Literal["active", "pending_authorization", "needs_reauth", "disabled"]
 Operation = Literal["backfill", "delta", "webhook", "auth", "refresh", "health"]
 WebhookScheme = Literal[
     "hubspot-v1", "hubspot-v2", "hubspot-v3", "slack-v0", "standard-webhooks", "stripe", "custom"
 ]
 
-INSTALL_STATUSES: tuple[str, ...] = ("active", "needs_reauth", "disabled")
+INSTALL_STATUSES: tuple[str, ...] = ("active", "pending_authorization", "needs_reauth",
+                                     "disabled")
 AUTH_TYPES: tuple[str, ...] = ("oauth2", "api_key", "basic", "none")
 
 
@@ -148,7 +149,12 @@ class Credentials:
 
 @attrs.frozen
 class Installation:
-    """One tenant's connection to one provider account."""
+    """One tenant's connection to one provider account.
+
+    ``status``: ``active`` (syncs run), ``pending_authorization`` (an OAuth2 installation whose
+    tenant has not completed the consent flow yet), ``needs_reauth`` (the provider revoked or
+    refused the grant: the tenant must reconnect), ``disabled`` (by an operator).
+    ``webhook_key`` routes the per-installation webhook URL ``/webhooks/<provider>/<key>``."""
 
     tenant_id: str
     install_id: str
@@ -158,6 +164,7 @@ class Installation:
     config: dict[str, Any] = attrs.Factory(dict)
     created_at: datetime = attrs.Factory(utcnow)
     updated_at: datetime = attrs.Factory(utcnow)
+    webhook_key: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen

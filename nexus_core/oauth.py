@@ -19,30 +19,24 @@ import base64
 import hashlib
 import re
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import attrs
 from loguru import logger
 
-from nexus_core.config import non_negative_seconds
+from nexus_core import ids
 from nexus_core.errors import AuthError, ConfigError, NotFound, ProviderError
 from nexus_core.log import redact
 from nexus_core.models import ConnectorContext, Credentials, Installation, Provider, utcnow
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from nexus_core.config import Settings
     from nexus_core.models import OAuthConfig
     from nexus_core.plugins import PluginRegistry
     from nexus_core.store import Store
 
-STATE_TTL_ENV = "NEXUS_OAUTH_STATE_TTL"
-REFRESH_MARGIN_ENV = "NEXUS_REFRESH_MARGIN"
-DEFAULT_STATE_TTL = 600.0
-DEFAULT_REFRESH_MARGIN = 300.0
 
 #: Token-endpoint answers meaning "this grant is dead, only the tenant can fix it".
 REAUTH_ERRORS = frozenset(
@@ -154,28 +148,20 @@ def authorization_url(
     redirect_uri: str | None = None,
     settings: Settings | None = None,
     scopes: list[str] | None = None,
+    config: dict[str, Any] | None = None,
+    intent: str = "connect",
 ) -> str:
     """The URL to send the tenant's user to. Stores a one-time ``state`` bound to the tenant,
     installation and provider, expiring after NEXUS_OAUTH_STATE_TTL seconds, with the PKCE
-    verifier when the provider uses PKCE."""
+    verifier when the provider uses PKCE, the installation ``config`` to store when the flow
+    completes (None: keep the stored one) and the ``intent`` (``reconnect`` may bind the
+    installation to another provider account)."""
     settings = _settings(settings)
     provider = registry.provider(provider_id)
     oauth = oauth_config(provider)
     client_id, _ = _client(provider, settings)
     redirect = _redirect_uri(provider, settings, redirect_uri)
-    try:
-        existing = store.get_installation(tenant_id, install_id)
-    except NotFound:
-        existing = None
-    if existing is not None and existing.provider != provider.id:
-        from nexus_core.store import Conflict
-
-        raise Conflict(
-            f"installation {install_id!r} of tenant {tenant_id!r} belongs to provider "
-            f"{existing.provider!r}, not {provider.id!r}",
-            tenant_id=tenant_id, install_id=install_id,
-            hint="choose another --install id for the new connection",
-        )
+    _check_target(store, provider, tenant_id, install_id)
     state = secrets.token_urlsafe(32)
     params: dict[str, str] = {
         "response_type": "code",
@@ -191,13 +177,121 @@ def authorization_url(
         verifier, challenge = pkce_pair()
         params["code_challenge"] = challenge
         params["code_challenge_method"] = "S256"
-    ttl = settings.get_parsed(STATE_TTL_ENV, non_negative_seconds, DEFAULT_STATE_TTL)
+    ttl = settings.oauth_state_ttl
     store.put_oauth_state(
         state, tenant_id, install_id, provider.id, redirect_uri=redirect,
         code_verifier=verifier, expires_at=utcnow() + timedelta(seconds=ttl),
+        config=config, intent=intent,
     )
     base = endpoint(provider, "authorize", settings)
     return base + ("&" if "?" in base else "?") + urlencode(params)
+
+
+def _check_target(store: Store, provider: Provider, tenant_id: str, install_id: str) -> None:
+    """An existing installation must belong to ``provider``."""
+    try:
+        existing = store.get_installation(tenant_id, install_id)
+    except NotFound:
+        return
+    if existing.provider != provider.id:
+        from nexus_core.store import Conflict
+
+        raise Conflict(
+            f"installation {install_id!r} of tenant {tenant_id!r} belongs to provider "
+            f"{existing.provider!r}, not {provider.id!r}",
+            tenant_id=tenant_id, install_id=install_id,
+            hint="choose another --install id for the new connection",
+        )
+
+
+# -- connect links: the only way the public app starts a flow -------------------------------
+
+
+@attrs.frozen
+class ConnectLinkInfo:
+    """A connect link for the host product to hand to its user (email, button, redirect)."""
+
+    url: str = attrs.field(repr=False)
+    provider: str
+    tenant_id: str
+    install_id: str
+    intent: str
+    expires_at: datetime
+
+
+def create_connect_link(
+    store: Store,
+    registry: PluginRegistry,
+    provider_id: str,
+    tenant_id: str,
+    install_id: str,
+    *,
+    config: dict[str, Any] | None = None,
+    intent: str = "connect",
+    expires_in: float | None = None,
+    base_url: str | None = None,
+    redirect_uri: str | None = None,
+    settings: Settings | None = None,
+) -> ConnectLinkInfo:
+    """A single-use, expiring link to ``/integrations/<provider>/authorize?token=…`` on the
+    public app (NEXUS_PUBLIC_URL, or ``base_url``), bound to the provider, tenant, installation,
+    intent and config. Created by trusted server code after it has authenticated its user as
+    acting for ``tenant_id``; the public route starts no flow without one."""
+    settings = _settings(settings)
+    provider = registry.provider(provider_id)
+    oauth_config(provider)
+    _client(provider, settings)  # the client id must be configured before anyone clicks
+    _check_target(store, provider, tenant_id, install_id)
+    base = (base_url or settings.public_url or "").rstrip("/")
+    if not base:
+        raise ConfigError(
+            "a connect link needs the public URL of `nexus serve`",
+            provider=provider_id, tenant_id=tenant_id, install_id=install_id,
+            hint="set NEXUS_PUBLIC_URL (e.g. https://hooks.example.com) or pass base_url",
+        )
+    ttl = settings.connect_link_ttl if expires_in is None else float(expires_in)
+    if not 0 < ttl <= 30 * 86400:
+        raise ConfigError(f"expires_in must be > 0 and <= 30 days, got {ttl:g} s",
+                          provider=provider_id, tenant_id=tenant_id, install_id=install_id)
+    token = secrets.token_urlsafe(32)
+    expires_at = utcnow() + timedelta(seconds=ttl)
+    store.put_connect_link(token, provider.id, tenant_id, install_id, intent=intent,
+                           expires_at=expires_at, config=config, redirect_uri=redirect_uri)
+    logger.bind(provider=provider.id, tenant_id=tenant_id, install_id=install_id).info(
+        "connect link created ({}, valid until {:%Y-%m-%d %H:%M:%S} UTC)", intent, expires_at)
+    return ConnectLinkInfo(url=f"{base}/integrations/{provider.id}/authorize?token={token}",
+                           provider=provider.id, tenant_id=tenant_id, install_id=install_id,
+                           intent=intent, expires_at=expires_at)
+
+
+def start_connect_link(
+    store: Store,
+    registry: PluginRegistry,
+    provider_id: str,
+    token: str,
+    *,
+    redirect_uri: str | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """The public authorize route: spend the connect link ``token`` (once) and return the
+    provider's consent URL for the flow it is bound to. :class:`AuthError` for an unknown,
+    used, expired or other provider's link — nothing is stored then."""
+    settings = _settings(settings)
+    registry.provider(provider_id)
+    link = store.consume_connect_link(token, provider_id) if token else None
+    if link is None:
+        raise AuthError("unknown or already used connect link: a link works once",
+                        provider=provider_id,
+                        hint="ask the application for a new connect link")
+    where = {"provider": provider_id, "tenant_id": link.tenant_id, "install_id": link.install_id}
+    if link.expires_at <= utcnow():
+        raise AuthError("connect link expired", hint="ask the application for a new one",
+                        **where)
+    return authorization_url(
+        store, registry, provider_id, link.tenant_id, link.install_id,
+        redirect_uri=link.redirect_uri or redirect_uri, settings=settings, config=link.config,
+        intent=link.intent,
+    )
 
 
 def complete_authorization(
@@ -243,10 +337,13 @@ def complete_authorization(
     if stored.expires_at <= utcnow():
         raise AuthError("OAuth state expired", hint="start the connection again", **where)
     try:
-        existing = store.get_installation(stored.tenant_id, stored.install_id)
-        config, account = existing.config, existing.account_id
+        existing: Installation | None = store.get_installation(stored.tenant_id,
+                                                               stored.install_id)
     except NotFound:  # a first connection has no installation yet
-        config, account = {}, None
+        existing = None
+    account = existing.account_id if existing is not None else None
+    config = stored.config if stored.config is not None else (
+        existing.config if existing is not None else {})
     ctx = ConnectorContext(
         tenant_id=stored.tenant_id, install_id=stored.install_id, provider=provider_id,
         config=config, account_id=account,
@@ -261,8 +358,22 @@ def complete_authorization(
             form["code_verifier"] = stored.code_verifier
         data = _token_request(provider, form, settings, purpose="authorization", where=where)
         creds = parse_token_response(provider, data)
+    new_account = creds.extra.get("account_id")
+    if account and new_account and str(new_account) != account:
+        if stored.intent != "reconnect":
+            logger.bind(**where).warning(
+                "refused to bind installation to {} account {} (it is connected to {}) "
+                "without a reconnect link", provider_id, new_account, account)
+            raise AuthError(
+                f"this installation is connected to {provider.name} account {account}; the "
+                f"authorization was for account {new_account}. Nothing was changed",
+                hint="to move it to another account, the application must create a reconnect "
+                "link (`nexus auth link --reconnect`)", **where,
+            )
+        logger.bind(**where).warning("installation reconnected from {} account {} to {}",
+                                     provider_id, account, new_account)
     installation = store.connect_installation(
-        stored.tenant_id, stored.install_id, provider_id, creds
+        stored.tenant_id, stored.install_id, provider_id, creds, config=stored.config,
     )
     logger.info(
         "connected {} installation {}/{} (account {})",
@@ -398,8 +509,7 @@ def parse_token_response(
 
 
 def lock_name(provider: str, tenant_id: str, install_id: str) -> str:
-    digest = hashlib.sha256("\0".join((provider, tenant_id, install_id)).encode()).hexdigest()
-    return f"nexus:lock:refresh:{digest[:32]}"
+    return "nexus:lock:refresh:" + ids.join_key(provider, tenant_id, install_id)
 
 
 def _mark_needs_reauth(store: Store, inst: Installation, exc: AuthError) -> None:
@@ -493,9 +603,7 @@ def ensure_fresh(
     seconds (NEXUS_REFRESH_MARGIN, default 300). None when it has no credentials."""
     settings = _settings(settings)
     if margin is None:
-        margin = settings.get_parsed(
-            REFRESH_MARGIN_ENV, non_negative_seconds, DEFAULT_REFRESH_MARGIN
-        )
+        margin = settings.refresh_margin
     creds = store.get_credentials(tenant_id, install_id)
     if creds is None or not creds.refresh_token or not creds.expires_within(margin):
         return creds

@@ -203,16 +203,33 @@ class PluginRegistry:
     def providers(self) -> dict[str, Provider]:
         return dict(sorted(self._providers.items()))
 
+    @property
+    def skipped(self) -> list[PluginInfo]:
+        """Plugins that failed to load, with their reasons."""
+        return [i for i in self.infos if i.status == "skipped"]
+
     def provider(self, provider_id: str) -> Provider:
         try:
             return self._providers[provider_id]
         except KeyError:
-            known = ", ".join(sorted(self._providers)) or "none installed"
+            pass
+        known = ", ".join(sorted(self._providers)) or "none loaded"
+        skipped = self.skipped
+        own = [i for i in skipped if provider_id in (i.name, i.provider)
+               or i.distribution == f"nexus-{provider_id}"]
+        if own:
             raise PluginError(
-                f"unknown provider {provider_id!r}; known providers: {known}",
-                hint=f"install it with `pip install nexus-{provider_id}` "
-                "and check `nexus plugins list` for skipped plugins",
-            ) from None
+                f"provider {provider_id!r} is installed but its plugin failed to load: "
+                f"{own[0].reason}",
+                hint="fix or upgrade the plugin; `nexus plugins list` shows every plugin",
+            )
+        hint = f"install it with `pip install nexus-{provider_id}`"
+        if skipped:
+            hint = (f"{len(skipped)} plugin(s) failed to load "
+                    f"({', '.join(i.name for i in skipped)}): see `nexus plugins list`; "
+                    f"or {hint}")
+        raise PluginError(f"unknown provider {provider_id!r}; known providers: {known}",
+                          hint=hint)
 
     def plugin_info_for(self, provider_id: str) -> PluginInfo | None:
         plugin = self._provider_plugin.get(provider_id)

@@ -6,11 +6,11 @@ Importing this module is cheap (no rq, no redis); the functions that need them i
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
-import re
 from typing import TYPE_CHECKING, Any
+
+from nexus_core import ids
 
 if TYPE_CHECKING:
     import redis
@@ -88,23 +88,16 @@ def concurrency(queue: str, worker_concurrency: int = 5) -> int:
     return max(1, round(BASE_CONCURRENCY[queue] * worker_concurrency / 5))
 
 
-#: RQ 3 accepts only ``[A-Za-z0-9_-]`` in job ids. Parts are joined with ``__``; a part that
-#: could make that ambiguous (``__`` inside, ``_`` at an end, other characters, > 64 chars) is
-#: replaced by a hash, so distinct (kind, provider, tenant, install, ...) never share an id.
-SEP = "__"
-_PART = re.compile(r"[A-Za-z0-9-](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9-])?")
-
-
-def _safe(part: str) -> str:
-    if _PART.fullmatch(part) and SEP not in part:
-        return part
-    return "h" + hashlib.sha256(part.encode()).hexdigest()[:16]
+#: RQ 3 accepts only ``[A-Za-z0-9_-]`` in job ids: ids are encoded part by part with
+#: :func:`nexus_core.ids.join_key` (injective: distinct (kind, provider, tenant, install, ...)
+#: never share a job id, whatever the ids are).
+SEP = ids.SEP
 
 
 def job_id(kind: str, provider: str, tenant_id: str, install_id: str, *extra: str) -> str:
     """Deterministic job id: one active backfill per installation and stream, one delta per
     cron slot, one webhook job per delivery and installation."""
-    return SEP.join(["nexus", kind, *(_safe(p) for p in (provider, tenant_id, install_id, *extra))])
+    return ids.join_key("nexus", kind, provider, tenant_id, install_id, *extra)
 
 
 def stream_key(stream: str | None) -> str:
@@ -139,7 +132,7 @@ def backfill_rate_limit_key(tenant_id: str) -> str:
     """The RQ ``RateLimit`` key that caps one tenant's concurrently queued/running backfill
     chunks (NEXUS_BACKFILL_TENANT_CONCURRENCY): a tenant's 10,000-page backfill occupies at most
     that many workers and its chunks round-robin behind each other."""
-    return "nexus-backfill-" + _safe(tenant_id)
+    return "nexus-backfill-" + ids.key_part(tenant_id)
 
 
 def backoff_intervals(
@@ -172,8 +165,9 @@ def redis_connection(settings: Settings | None = None, url: str | None = None) -
 
     if url is None:
         from nexus_core.config import get_settings
+        from nexus_core.embedded import resolve_url
 
-        url = (settings or get_settings()).redis_url
+        url = resolve_url(settings or get_settings())
     return redis_lib.Redis.from_url(
         url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30,
         **_driver_info(),
@@ -245,9 +239,10 @@ def active_job_id(connection: Any, sync: str) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def queue_stats(connection: Any) -> dict[str, Any]:
+def queue_stats(connection: Any, worker_concurrency: int = 5) -> dict[str, Any]:
     """Depth and registry counts per queue (failed = the dead-letter queue), the workers on
-    each queue, and the per-tenant backfill rate limits in use."""
+    each queue beside the configured concurrency (INTEGRATION_WORKER_CONCURRENCY), and the
+    per-tenant backfill rate limits in use."""
     from rq import Worker
     from rq.rate_limit import RateLimitRegistry
 
@@ -264,7 +259,7 @@ def queue_stats(connection: Any) -> dict[str, Any]:
             "failed": q.failed_job_registry.count,
             "canceled": q.canceled_job_registry.count,
             "workers": sum(1 for w in workers if name in w.queue_names()),
-            "concurrency": concurrency(name),
+            "concurrency": concurrency(name, worker_concurrency),
         }
     limits = {}
     for reg in RateLimitRegistry.all(connection):
@@ -272,4 +267,5 @@ def queue_stats(connection: Any) -> dict[str, Any]:
             limits[reg.key] = {"running": reg.get_allowed_job_count(),
                                "waiting": reg.get_rate_limited_job_count(),
                                "concurrency": reg.concurrency}
-    return {"queues": q_stats, "workers": len(workers), "rate_limits": limits}
+    return {"queues": q_stats, "workers": len(workers), "rate_limits": limits,
+            "worker_concurrency": worker_concurrency}

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-from nexus_core import metrics
+from nexus_core import ids, metrics
 from nexus_core.breaker import (
     BREAKER_LUA,
     REDIS_DOWN_ERRORS,
@@ -102,8 +102,21 @@ LEASE_WINDOW = 0.010
 LEASE_MAX = 16
 
 
-def limit_key(provider_id: str, account: str) -> str:
-    return f"nexus:rl:{provider_id}:{account}"
+def limit_key(provider_id: str, account: str, bucket: str | None = None) -> str:
+    """The bucket shared by every installation connected to one provider account; ``account``
+    is an encoded scope (:func:`account_scope`). Injective: see :mod:`nexus_core.ids`."""
+    key = "nexus:rl:" + ids.key_part(provider_id) + ids.SEP + account
+    return key + (ids.SEP + ids.key_part(bucket) if bucket else "")
+
+
+def account_scope(tenant_id: str, install_id: str, account_id: str | None) -> str:
+    """Whose budget a request spends, encoded for :func:`limit_key`: the provider account's
+    (every installation connected to it shares the provider's limit), or — without a known
+    account id — the installation's own (two tenants' installations named alike never share
+    one)."""
+    if account_id:
+        return ids.join_key("acct", account_id)
+    return ids.join_key("inst", tenant_id, install_id)
 
 
 class RateLimiter:

@@ -33,6 +33,19 @@ def get_settings() -> Settings:
     return _get()
 
 
+def check_startup(settings: Settings | None = None) -> None:
+    """What a long-running process (``serve``, ``run-worker``, ``scheduler``) and
+    ``IntegrationService.initialize()`` check before they start, so a misconfiguration stops
+    them at once instead of failing every job: the credential key ring loads — in production
+    NEXUS_ENCRYPTION_KEYS must be set (no generated key file), and configured keys must be
+    well-formed. Raises :class:`~nexus_core.errors.ConfigError`."""
+    settings = settings or get_settings()
+    if settings.production or settings.encryption_keys:
+        from nexus_core.crypto import keyring_from_settings
+
+        keyring_from_settings(settings)
+
+
 def get_store(settings: Settings | None = None) -> Store:
     """The process's store for NEXUS_DATABASE_URL (created once, re-pooled after ``fork``)."""
     global _store
@@ -85,8 +98,8 @@ def load_installation(
 
 
 def check_installation(inst: Installation, provider: str | None) -> Installation:
-    """``inst`` if it may sync: it belongs to ``provider`` and is neither waiting for
-    re-authorization nor disabled."""
+    """``inst`` if it may sync: it belongs to ``provider`` and is active (not waiting for its
+    first authorization or a re-authorization, not disabled)."""
     where = {"provider": inst.provider, "tenant_id": inst.tenant_id,
              "install_id": inst.install_id}
     if provider is not None and inst.provider != provider:
@@ -98,6 +111,11 @@ def check_installation(inst: Installation, provider: str | None) -> Installation
                         hint="the tenant must reconnect it", **where)
     if inst.status == "disabled":
         raise NexusError("installation is disabled; not syncing", **where)
+    if inst.status == "pending_authorization":
+        raise NexusError(
+            "installation is waiting for its OAuth authorization; not syncing",
+            hint=f"send the tenant a connect link: `nexus auth link {inst.provider} --tenant "
+            f"{inst.tenant_id} --install {inst.install_id}`", **where)
     return inst
 
 

@@ -33,22 +33,33 @@ class IntegrationService:
         self._settings = settings
         self._registry = registry
         self._initialized = False
+        self._logging_checked = False
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = get_settings()
+        if not self._logging_checked:
+            from nexus_core.log import configure_for_library
+
+            self._logging_checked = True
+            configure_for_library(self._settings.log_level, self._settings.log_format)
         return self._settings
 
     @property
     def registry(self) -> PluginRegistry:
         if self._registry is None:
+            _ = self.settings  # logging set up before plugins log anything
             self._registry = load_plugins()
         return self._registry
 
     def initialize(self) -> IntegrationService:
-        """Validate settings and load plugins now rather than on first use (fail fast)."""
-        _ = self.settings, self.registry
+        """Validate settings (in production: the encryption keys too) and load plugins now
+        rather than on first use (fail fast)."""
+        from nexus_core.runtime import check_startup
+
+        check_startup(self.settings)
+        _ = self.registry
         self._initialized = True
         return self
 
@@ -162,19 +173,59 @@ class IntegrationService:
         config: dict[str, Any] | None = None,
         credentials: Credentials | None = None,
     ) -> Installation:
-        """Create an installation after checking the provider and its config."""
+        """Create an installation after checking the provider and its config. An OAuth2
+        provider's installation without credentials is ``pending_authorization`` until its
+        tenant completes the consent flow (:meth:`create_connect_link`); nothing syncs before."""
+        self._check_config(provider, config or {}, tenant_id, install_id)
+        prov = self.get_connector(provider)
+        pending = prov.auth_type == "oauth2" and credentials is None
+        return self.store.add_installation(
+            tenant_id, install_id, provider, account_id=account_id, config=config,
+            credentials=credentials, status="pending_authorization" if pending else "active",
+        )
+
+    def _check_config(
+        self, provider: str, config: Any, tenant_id: str, install_id: str
+    ) -> None:
         from nexus_core.errors import ConfigError
 
-        check = self.validate_connector_config(provider, config or {})
+        check = self.validate_connector_config(provider, config)
         if not check.valid:
             raise ConfigError(
                 f"invalid config for {provider}: {'; '.join(check.errors)}",
                 provider=provider, tenant_id=tenant_id, install_id=install_id,
             )
-        return self.store.add_installation(
-            tenant_id, install_id, provider, account_id=account_id, config=config,
-            credentials=credentials,
-        )
+
+    def update_installation(
+        self,
+        tenant_id: str,
+        install_id: str,
+        *,
+        config: dict[str, Any] | None = None,
+        changes: dict[str, Any] | None = None,
+    ) -> Installation:
+        """Change an installation's config: ``config`` replaces it, ``changes`` sets keys
+        (dotted keys reach into nested objects; a None value removes the key). The result is
+        validated like :meth:`install`'s; the next job of the installation uses it."""
+        inst = self.store.get_installation(tenant_id, install_id)
+        merged = dict(config) if config is not None else dict(inst.config)
+        for key, value in (changes or {}).items():
+            _set_path(merged, key, value)
+        self._check_config(inst.provider, merged, tenant_id, install_id)
+        return self.store.update_installation(tenant_id, install_id, config=merged)
+
+    def rotate_webhook_key(self, tenant_id: str, install_id: str) -> Installation:
+        """A new webhook key for the installation: its old webhook URL stops working now."""
+        return self.store.rotate_webhook_key(tenant_id, install_id)
+
+    def webhook_url(self, inst: Installation) -> str | None:
+        """The installation's own webhook URL (under NEXUS_PUBLIC_URL; a path without it), or
+        None when its provider takes no webhooks."""
+        provider = self.registry.providers.get(inst.provider)
+        if provider is None or provider.webhook is None or not inst.webhook_key:
+            return None
+        base = (self.settings.public_url or "").rstrip("/")
+        return f"{base}/webhooks/{inst.provider}/{inst.webhook_key}"
 
     def get_installation(self, tenant_id: str, install_id: str) -> Installation:
         return self.store.get_installation(tenant_id, install_id)
@@ -199,6 +250,20 @@ class IntegrationService:
         ]
 
     def set_installation_status(self, tenant_id: str, install_id: str, status: str) -> Installation:
+        """Disable or re-enable an installation. One waiting for its OAuth authorization (no
+        credentials yet) cannot be made active by hand: its tenant must connect it."""
+        from nexus_core.errors import NexusError
+
+        if status == "active":
+            inst = self.store.get_installation(tenant_id, install_id)
+            if inst.status == "pending_authorization" and \
+                    self.store.get_credentials(tenant_id, install_id) is None:
+                raise NexusError(
+                    "installation has no credentials yet: it becomes active when its tenant "
+                    "completes the OAuth authorization", provider=inst.provider,
+                    tenant_id=tenant_id, install_id=install_id,
+                    hint=f"send the tenant a connect link: `nexus auth link {inst.provider} "
+                    f"--tenant {tenant_id} --install {install_id}`")
         return self.store.set_status(tenant_id, install_id, status)
 
     def remove_installation(self, tenant_id: str, install_id: str) -> None:
@@ -206,13 +271,48 @@ class IntegrationService:
         self.store.remove_installation(tenant_id, install_id)
 
     def get_authorization_url(
-        self, provider: str, tenant_id: str, install_id: str, redirect_uri: str | None = None
+        self, provider: str, tenant_id: str, install_id: str, redirect_uri: str | None = None,
+        *, config: dict[str, Any] | None = None, intent: str = "connect",
     ) -> str:
+        """The provider's consent URL for an installation, for trusted server code that has
+        authenticated its user as acting for ``tenant_id`` (a browser-facing flow uses
+        :meth:`create_connect_link`). ``config`` is stored with the installation when the flow
+        completes; ``intent="reconnect"`` allows binding it to another provider account."""
         from nexus_core import oauth
 
+        if config is not None:
+            self._check_config(provider, config, tenant_id, install_id)
         return oauth.authorization_url(
             self.store, self.registry, provider, tenant_id, install_id,
-            redirect_uri=redirect_uri, settings=self.settings,
+            redirect_uri=redirect_uri, settings=self.settings, config=config, intent=intent,
+        )
+
+    def create_connect_link(
+        self,
+        provider: str,
+        tenant_id: str,
+        install_id: str,
+        *,
+        config: dict[str, Any] | None = None,
+        expires_in: float | None = None,
+        intent: str = "connect",
+        base_url: str | None = None,
+        redirect_uri: str | None = None,
+    ) -> Any:
+        """A single-use, expiring link that starts the OAuth flow for this tenant's
+        installation on the public app (``/integrations/<provider>/authorize?token=…``): the
+        only way a browser may start one. Create it server-side, after authenticating the user
+        as acting for ``tenant_id``. ``intent="reconnect"`` may move the installation to another
+        provider account (logged); ``expires_in`` defaults to NEXUS_CONNECT_LINK_TTL. Returns a
+        :class:`~nexus_core.oauth.ConnectLinkInfo` (``.url``, ``.expires_at``)."""
+        from nexus_core import oauth
+
+        if config is not None:
+            self._check_config(provider, config, tenant_id, install_id)
+        return oauth.create_connect_link(
+            self.store, self.registry, provider, tenant_id, install_id, config=config,
+            intent=intent, expires_in=expires_in, base_url=base_url, redirect_uri=redirect_uri,
+            settings=self.settings,
         )
 
     def complete_authorization(
@@ -310,7 +410,7 @@ class IntegrationService:
         and the workers listening on it; plus per-tenant backfill rate-limit usage."""
         from nexus_core.queues import queue_stats
 
-        return queue_stats(self.redis)
+        return queue_stats(self.redis, self.settings.worker_concurrency)
 
     def get_sync_stats(self) -> dict[str, Any]:
         """Installations by status and the latest sync runs by status (from the store)."""
@@ -324,18 +424,24 @@ class IntegrationService:
     # -- webhooks and health ---------------------------------------------------------------
 
     def process_webhook(
-        self, provider: str, tenant_id: str, install_id: str, headers: dict[str, str], body: bytes
-    ) -> str:
+        self, provider: str, tenant_id: str, install_id: str, headers: dict[str, str],
+        body: bytes, *, url: str | None = None,
+    ) -> str | None:
         """Verify, dedupe and enqueue one delivery for an installation, exactly as
-        ``POST /webhooks/{provider}/{install_id}`` does; returns the job id (the existing one for
-        a replay). Raises :class:`~nexus_core.errors.WebhookRejected` when nothing was enqueued."""
+        ``POST /webhooks/{provider}/{key}`` does; returns the job id (the existing one for a
+        replay), or None when the installation is disabled or waiting for its authorization
+        (answered, not enqueued). ``url``: the URI the provider called, when its signature
+        covers it (HubSpot v2/v3); default: the installation's webhook URL. Raises
+        :class:`~nexus_core.errors.WebhookRejected` (unknown installation: 404) when nothing
+        was enqueued."""
         from nexus_core.webhooks import ingest_webhook
 
         result = ingest_webhook(
-            provider, headers, body, tenant_id=tenant_id, install_id=install_id,
+            provider, headers, body, tenant_id=tenant_id, install_id=install_id, url=url,
             settings=self.settings, registry=self.registry, redis=self.redis, store=self.store,
         )
-        return (result.jobs or result.duplicate_jobs)[0]
+        found = result.jobs or result.duplicate_jobs
+        return found[0] if found else None
 
     def health_check_immediate(self, provider: str, tenant_id: str, install_id: str) -> Health:
         """Check an installation now, in this process (the seed's healthCheckImmediate): a
@@ -357,3 +463,24 @@ class IntegrationService:
             return check_health(self.registry, ctx)
         finally:
             close_context(ctx)
+
+
+def _set_path(config: dict[str, Any], key: str, value: Any) -> None:
+    """``config[a][b] = value`` for ``a.b`` (None removes the key)."""
+    from nexus_core.errors import ConfigError
+
+    *parents, last = key.split(".")
+    if not last or any(not p for p in parents):
+        raise ConfigError(f"config key {key!r} is malformed (empty part)")
+    node = config
+    for part in parents:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"config key {key!r}: {part!r} is not an object")
+        node = child
+    if value is None:
+        node.pop(last, None)
+    else:
+        node[last] = value

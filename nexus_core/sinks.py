@@ -12,26 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nexus_core.errors import ConfigError
 from nexus_core.hookspecs import hookimpl
+from nexus_core.ids import file_part
 
 if TYPE_CHECKING:
     from nexus_core.config import Settings
     from nexus_core.models import ConnectorContext, Record, WebhookEvent
 
 SINKS: tuple[str, ...] = ("jsonl", "null")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def _part(value: str) -> str:
-    # A path component from a tenant id or stream name: never a separator or "..".
-    cleaned = _UNSAFE.sub("_", value).lstrip(".")
-    return cleaned or "_"
 
 
 def _json_default(value: Any) -> Any:
@@ -43,10 +36,15 @@ def _json_default(value: Any) -> Any:
 
 
 class JsonlSink:
-    """Appends one JSON line per record to ``<dir>/<tenant>/<stream>.jsonl`` and per event to
-    ``<dir>/<tenant>/events.jsonl``. A page is written with one ``write`` and flushed before the
-    hook returns, so the cursor is committed only after the page is in the file. Lines carry the
-    record id: a page delivered twice (after a crash) is two identical lines — dedupe by id."""
+    """Appends one JSON line per record to ``<dir>/<tenant>/<provider>/streams/<stream>.jsonl``
+    and per webhook event to ``<dir>/<tenant>/<provider>/events.jsonl``.
+
+    Each name is :func:`nexus_core.ids.file_part`-encoded: distinct tenants, providers and
+    streams never share a file (``a/b`` vs ``a_b``, ``Acme`` vs ``acme`` on a case-insensitive
+    disk, a stream named ``events``), and no id can climb out of the directory. Every line also
+    carries its tenant, provider and installation. A page is written with one ``write`` and
+    flushed before the hook returns, so the cursor is committed only after the page is in the
+    file. A page delivered twice (after a crash) is two identical lines — dedupe by id."""
 
     name = "sink-jsonl"
 
@@ -54,8 +52,16 @@ class JsonlSink:
         self.directory = Path(directory)
         self._lock = threading.Lock()
 
-    def path(self, tenant_id: str, stream: str) -> Path:
-        return self.directory / _part(tenant_id) / f"{_part(stream)}.jsonl"
+    def path(self, tenant_id: str, provider: str, stream: str) -> Path:
+        """The file of one stream's records."""
+        return self._dir(tenant_id, provider) / "streams" / f"{file_part(stream)}.jsonl"
+
+    def events_path(self, tenant_id: str, provider: str) -> Path:
+        """The file of one provider's webhook events for a tenant."""
+        return self._dir(tenant_id, provider) / "events.jsonl"
+
+    def _dir(self, tenant_id: str, provider: str) -> Path:
+        return self.directory / file_part(tenant_id) / file_part(provider)
 
     def _append(self, path: Path, lines: list[str]) -> None:
         if not lines:
@@ -71,26 +77,27 @@ class JsonlSink:
         lines = [
             json.dumps(
                 {"id": r.id, "stream": r.stream, "provider": ctx.provider,
-                 "install_id": ctx.install_id, "updated_at": r.updated_at, "deleted": r.deleted,
-                 "data": r.data},
+                 "tenant_id": ctx.tenant_id, "install_id": ctx.install_id,
+                 "updated_at": r.updated_at, "deleted": r.deleted, "data": r.data},
                 default=_json_default, separators=(",", ":"),
             ) + "\n"
             for r in records
         ]
-        self._append(self.path(ctx.tenant_id, stream), lines)
+        self._append(self.path(ctx.tenant_id, ctx.provider, stream), lines)
 
     @hookimpl
     def process_events(self, ctx: ConnectorContext, events: list[WebhookEvent]) -> None:
         lines = [
             json.dumps(
-                {"id": e.id, "type": e.type, "provider": e.provider, "install_id": ctx.install_id,
+                {"id": e.id, "type": e.type, "provider": e.provider,
+                 "tenant_id": ctx.tenant_id, "install_id": ctx.install_id,
                  "object_id": e.object_id, "account_id": e.account_id,
                  "occurred_at": e.occurred_at, "payload": e.payload},
                 default=_json_default, separators=(",", ":"),
             ) + "\n"
             for e in events
         ]
-        self._append(self.path(ctx.tenant_id, "events"), lines)
+        self._append(self.events_path(ctx.tenant_id, ctx.provider), lines)
 
 
 class NullSink:
@@ -113,9 +120,9 @@ class NullSink:
 
 def builtin_sink(settings: Settings) -> JsonlSink | NullSink:
     """The sink NEXUS_SINK selects; :class:`ConfigError` naming the variable when unknown."""
-    kind = (settings.get("NEXUS_SINK") or "jsonl").strip().lower()
+    kind = settings.sink
     if kind == "jsonl":
-        return JsonlSink(settings.get("NEXUS_SINK_DIR") or "nexus-data")
+        return JsonlSink(settings.sink_dir)
     if kind == "null":
         return NullSink()
     raise ConfigError(

@@ -2,8 +2,9 @@
 
 =======================================  ===================================================
 ``POST /webhooks/{provider}``            app-level webhook URL, routed by the account id
-``POST /webhooks/{provider}/{install}``  per-installation webhook URL
-``GET /integrations/{p}/authorize``      302 to the provider's consent page (state + PKCE)
+``POST /webhooks/{provider}/{key}``      per-installation URL (the installation's webhook key)
+``GET /integrations/{p}/authorize``      a connect link's ``?token=``: 302 to the provider's
+                                         consent page (state + PKCE); nothing else starts a flow
 ``GET /integrations/{p}/callback``       code exchange, store, first backfill, small HTML page
 ``GET /healthz``                         the process is alive
 ``GET /readyz``                          Redis and the store answer
@@ -96,12 +97,12 @@ class WebhookResource:
         self._handle(req, resp, provider, None)
 
     def on_post_install(
-        self, req: falcon.Request, resp: falcon.Response, provider: str, install_id: str
+        self, req: falcon.Request, resp: falcon.Response, provider: str, key: str
     ) -> None:
-        self._handle(req, resp, provider, install_id)
+        self._handle(req, resp, provider, key)
 
     def _handle(
-        self, req: falcon.Request, resp: falcon.Response, provider_id: str, install_id: str | None
+        self, req: falcon.Request, resp: falcon.Response, provider_id: str, key: str | None
     ) -> None:
         started = time.perf_counter()
         ingress: webhooks.WebhookIngress = self._ingress.get()
@@ -119,7 +120,7 @@ class WebhookResource:
                 headers={k.lower(): v for k, v in req.headers.items()},
                 body=body,
             )
-            result = ingress.ingest(provider.id, request, install_id=install_id)
+            result = ingress.ingest(provider.id, request, webhook_key=key)
         except WebhookRejected as exc:
             webhooks.record_outcome(label, f"rejected_{exc.status}")
             if exc.status >= 500:
@@ -138,6 +139,7 @@ class WebhookResource:
             "enqueued": len(result.jobs),
             "duplicates": len(result.duplicate_jobs),
             "unknown_account_events": result.unknown_account_events,
+            "ignored_installations": result.ignored_installations,
         })
 
 
@@ -206,21 +208,29 @@ class OAuthResource:
         self._store = store
 
     def on_get_authorize(self, req: falcon.Request, resp: falcon.Response, provider: str) -> None:
+        """Only a connect link (``?token=``, created by the product's server for a user it has
+        authenticated) starts a flow: raw tenant and installation ids never do, or anyone could
+        bind their own provider account to another tenant's installation."""
         from nexus_core import oauth
 
-        tenant_id = req.get_param("tenant_id")
-        install_id = req.get_param("install_id")
-        if not tenant_id or not install_id:
-            _page(resp, 400, "Cannot connect",
-                  "tenant_id and install_id query parameters are required.")
+        token = req.get_param("token")
+        if not token:
+            logger.info("authorize {} refused: no connect link token", provider)
+            _page(resp, 401, "Cannot connect",
+                  "This page needs a connect link. Start the connection again from the "
+                  "application.")
             return
         try:
-            url = oauth.authorization_url(
-                self._store.get(), self._registry, provider, tenant_id, install_id,
+            url = oauth.start_connect_link(
+                self._store.get(), self._registry, provider, token,
                 redirect_uri=self._default_redirect(provider), settings=self._settings,
             )
         except PluginError as exc:
             _page(resp, 404, "Unknown provider", exc.message)
+            return
+        except AuthError as exc:
+            logger.info("authorize {} refused: {}", provider, exc.message)
+            _page(resp, 403, "Cannot connect", f"{exc.message}. {exc.hint or ''}".strip())
             return
         except NexusError as exc:
             logger.warning("authorize {} failed: {}", provider, exc)
@@ -275,7 +285,7 @@ class OAuthResource:
     def _default_redirect(self, provider_id: str) -> str | None:
         """Our own callback under NEXUS_PUBLIC_URL, unless the provider's redirect URI setting
         (HUBSPOT_REDIRECT_URI, ...) is configured — then :mod:`nexus_core.oauth` uses that."""
-        public = self._settings.get("NEXUS_PUBLIC_URL")
+        public = self._settings.public_url
         provider = self._registry.providers.get(provider_id)
         if not public or provider is None or provider.oauth is None:
             return None
@@ -325,7 +335,7 @@ def create_app(
     app.req_options.strip_url_path_trailing_slash = True
     hooks = WebhookResource(ingress)
     app.add_route("/webhooks/{provider}", hooks)
-    app.add_route("/webhooks/{provider}/{install_id}", hooks, suffix="install")
+    app.add_route("/webhooks/{provider}/{key}", hooks, suffix="install")
     oauth_routes = OAuthResource(settings, registry, redis, lazy_store)
     app.add_route("/integrations/{provider}/authorize", oauth_routes, suffix="authorize")
     app.add_route("/integrations/{provider}/callback", oauth_routes, suffix="callback")

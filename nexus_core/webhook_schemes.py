@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -41,7 +42,9 @@ _HUBSPOT_DECODE = {
 
 
 def _b(text: str | bytes) -> bytes:
-    return text if isinstance(text, bytes) else text.encode("utf-8")
+    # surrogatepass: a str from Python callers may hold lone surrogates; encoding must never
+    # raise on attacker-controlled text (a header value compared with a signature).
+    return text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
 
 
 def hubspot_uri(uri: str) -> str:
@@ -141,13 +144,19 @@ def _require(request: WebhookRequest, name: str) -> str:
     return value.strip()
 
 
+#: A timestamp header: plain ASCII digits, at most 20 (seconds or milliseconds since 1970 have
+#: 10-13). Anything else — a sign, 400 digits, other scripts' digits — is malformed (401), never
+#: an overflow deep in the float conversion (which was a 500).
+_TIMESTAMP = re.compile(r"[0-9]{1,20}", re.ASCII)
+
+
 def _timestamp(raw: str, name: str, check: Check, *, unit: float = 1.0) -> None:
-    try:
-        seconds = int(raw) / unit
-    except ValueError:
-        raise _reject(f"malformed {name} header") from None
-    if abs(check.now - seconds) > check.tolerance:
-        raise _reject(f"timestamp outside the {int(check.tolerance)} s window")
+    text = raw.strip()
+    if not _TIMESTAMP.fullmatch(text):
+        raise _reject(f"malformed {name} header")
+    seconds = int(text) / unit
+    if not abs(check.now - seconds) <= check.tolerance:
+        raise _reject(f"timestamp outside the {check.tolerance:g} s window")
 
 
 def verify_hubspot_v1(request: WebhookRequest, secrets: Sequence[str], check: Check) -> None:

@@ -2,11 +2,13 @@
 
 :class:`WebhookIngress` is shared by the web app's ``/webhooks/...`` routes and
 ``IntegrationService.process_webhook``. The order of work is fixed and is the security argument:
-body cap (413) → signature and timestamp (401) → parse → route to installations → dedupe by
-delivery id in Redis (a duplicate is a 200 with nothing enqueued) → enqueue one job per delivery
-and installation (:mod:`nexus_core.sync.webhook`: the dedupe mark and the job in one atomic
-round trip) → 200. Redis unreachable → 503: a delivery is never acknowledged unless its job
-is in the queue.
+body cap (413) → signature and timestamp (401) → parse → route to installations (by the
+provider's account id, or by the opaque webhook key of a per-installation URL; installations
+that are disabled or still waiting for their OAuth authorization are answered 200 and not
+enqueued) → dedupe by delivery id in Redis (a duplicate is a 200 with nothing enqueued) →
+enqueue one job per delivery and installation (:mod:`nexus_core.sync.webhook`: the dedupe mark
+and the job in one atomic round trip) → 200. Redis unreachable → 503: a delivery is never
+acknowledged unless its job is in the queue.
 
 The signature schemes live in :mod:`nexus_core.webhook_schemes` and are re-exported here
 (``from nexus_core.webhooks import verify_hubspot_v3`` keeps working).
@@ -26,7 +28,6 @@ from loguru import logger
 from prometheus_client import Counter, Histogram
 
 from nexus_core import queues
-from nexus_core.config import byte_size, non_negative_seconds, positive_seconds
 from nexus_core.errors import PluginError, WebhookRejected
 from nexus_core.models import Installation, Provider, WebhookRequest
 from nexus_core.webhook_schemes import (
@@ -87,19 +88,13 @@ class IngressOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngressOptions:
-        public = settings.get("NEXUS_PUBLIC_URL") or None
+        public = settings.public_url
         return cls(
-            max_body=settings.get_parsed("NEXUS_WEBHOOK_MAX_BODY", byte_size, DEFAULT_MAX_BODY),
-            dedupe_ttl=settings.get_parsed(
-                "NEXUS_WEBHOOK_DEDUPE_TTL", positive_seconds, float(DEFAULT_DEDUPE_TTL)
-            ),
-            tolerance=settings.get_parsed(
-                "NEXUS_WEBHOOK_TOLERANCE", positive_seconds, float(DEFAULT_TOLERANCE)
-            ),
+            max_body=settings.webhook_max_body,
+            dedupe_ttl=settings.webhook_dedupe_ttl,
+            tolerance=settings.webhook_tolerance,
             public_url=public.rstrip("/") if public else None,
-            route_cache_ttl=settings.get_parsed(
-                "NEXUS_WEBHOOK_ROUTE_CACHE_TTL", non_negative_seconds, 30.0
-            ),
+            route_cache_ttl=settings.webhook_route_cache_ttl,
         )
 
 
@@ -125,6 +120,9 @@ class IngressResult:
     unknown_account_events: int = 0
     #: Slack url_verification: the challenge to answer with.
     challenge: str | None = None
+    #: Installations the delivery was for but not enqueued: disabled, or still waiting for
+    #: their OAuth authorization.
+    ignored_installations: int = 0
 
     @property
     def outcome(self) -> str:
@@ -134,10 +132,18 @@ class IngressResult:
             return "enqueued"
         if self.duplicate_jobs:
             return "duplicate"
+        if self.ignored_installations:
+            return "ignored_inactive"
         return "unrouted"
 
 
 InstallationLookup = Callable[[str, str], "Installation | None"]
+
+#: Installation statuses whose deliveries are answered 200 and not enqueued: nothing could
+#: process them (a disabled installation is not synced; a pending one has no credentials).
+#: ``needs_reauth`` deliveries are enqueued: they fail into the dead-letter queue and can be
+#: requeued once the tenant has reconnected, so no event is lost.
+INACTIVE_STATUSES = frozenset({"disabled", "pending_authorization"})
 AccountLookup = Callable[[str, str], "list[Installation]"]
 
 
@@ -159,31 +165,37 @@ def _fields(events: list[Any], path: str) -> list[Any]:
     return [e.get(path) if isinstance(e, dict) else None for e in events]
 
 
-def _digest(parts: Iterable[Any]) -> str:
-    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]
+def _digest(parts: Iterable[str]) -> str:
+    # JSON keeps the list unambiguous (["a,b"] and ["a", "b"] differ).
+    return hashlib.sha256(orjson.dumps(list(parts))).hexdigest()
 
 
 def delivery_id(provider: Provider, request: WebhookRequest, events: list[Any]) -> str:
-    """The replay-protection key of a delivery for one installation: the header named by
-    ``delivery_id_field``, else that field of the body object, else a digest of the field over
-    this installation's events (HubSpot ``eventId``s: a retry re-sends the same ids with a new
-    ``attemptNumber``), else a digest of the raw body."""
+    """The replay-protection key of a delivery for one installation: ``i-`` + the header named
+    by ``delivery_id_field``, else that field of the body object; ``h-`` + a digest of the field
+    over this installation's events (HubSpot ``eventId``s: a retry re-sends the same ids with a
+    new ``attemptNumber``); else ``b-`` + a digest of the raw body. The prefixes keep the three
+    kinds apart: an id a provider chose can never equal a digest."""
     name = provider.webhook.delivery_id_field if provider.webhook else None
     if name:
         header = request.header(name)
         if header:
-            return header
+            return "i-" + header
         values = _fields(events, name)
         if values and all(v is not None for v in values):
-            return str(values[0]) if len(values) == 1 else "h-" + _digest(sorted(map(str, values)))
-    return "b-" + hashlib.sha256(request.body).hexdigest()[:32]
+            if len(values) == 1:
+                return "i-" + str(values[0])
+            return "h-" + _digest(sorted(map(str, values)))
+    return "b-" + hashlib.sha256(request.body).hexdigest()
 
 
 class WebhookIngress:
     """Verify, route, dedupe and enqueue webhook deliveries (shared by web app and service).
 
-    ``find_installation(provider, install_id)`` and ``find_by_account(provider, account_id)``
-    resolve installations; they default to the store's methods of the same purpose.
+    ``find_by_webhook_key(provider, key)`` and ``find_by_account(provider, account_id)``
+    resolve installations; they default to the store's indexed lookups of the same purpose
+    (:meth:`~nexus_core.store.Store.find_installation_by_webhook_key`,
+    :meth:`~nexus_core.store.Store.find_installations_by_account`).
     """
 
     def __init__(
@@ -194,7 +206,7 @@ class WebhookIngress:
         settings: Settings,
         store: Any = None,
         store_factory: Callable[[], Any] | None = None,
-        find_installation: InstallationLookup | None = None,
+        find_by_webhook_key: InstallationLookup | None = None,
         find_by_account: AccountLookup | None = None,
         options: IngressOptions | None = None,
     ) -> None:
@@ -204,7 +216,7 @@ class WebhookIngress:
         self._store_obj = store
         self._store_factory = store_factory
         self.options = options or IngressOptions.from_settings(settings)
-        self._find_installation = find_installation
+        self._find_by_webhook_key = find_by_webhook_key
         self._find_by_account = find_by_account
         self._queue: Any = None
         self._retry = queues.retry_policy(settings.max_retries, settings.backoff_delay_ms)
@@ -236,28 +248,33 @@ class WebhookIngress:
         self._routes[key] = (now + (ttl if value else min(ttl, 5.0)), value)
         return value
 
-    def find_installation(self, provider: str, install_id: str) -> Installation | None:
-        return self._cached(("install", provider, install_id),
-                            lambda: self._load_installation(provider, install_id))
+    def find_by_webhook_key(self, provider: str, key: str) -> Installation | None:
+        return self._cached(("key", provider, key),
+                            lambda: self._load_by_webhook_key(provider, key))
 
     def find_by_account(self, provider: str, account_id: str) -> list[Installation]:
         return self._cached(("account", provider, account_id),
                             lambda: self._load_by_account(provider, account_id))
 
-    def _load_installation(self, provider: str, install_id: str) -> Installation | None:
-        if self._find_installation is not None:
-            return self._find_installation(provider, install_id)
-        find = getattr(self.store, "find_installation", None)
-        if find is not None:
-            return find(provider, install_id)
-        # A store without the by-install-id lookup: correct, but a scan of the provider's rows.
-        found = [i for i in self.store.list_all_installations(provider=provider)
-                 if i.install_id == install_id]
-        if len(found) > 1:
-            logger.error("webhook {}: install id {!r} exists for {} tenants; the per-installation "
-                         "URL needs globally unique install ids", provider, install_id, len(found))
+    def find_installation(self, tenant_id: str, install_id: str) -> Installation | None:
+        """The installation a trusted caller named (``IntegrationService.process_webhook``);
+        None when it does not exist. Without a store, no check is possible: taken as given."""
+        if self.store is None:
             return None
-        return found[0] if found else None
+        from nexus_core.errors import NotFound
+
+        def load() -> Installation | None:
+            try:
+                return self.store.get_installation(tenant_id, install_id)
+            except NotFound:
+                return None
+
+        return self._cached(("tenant", tenant_id, install_id), load)
+
+    def _load_by_webhook_key(self, provider: str, key: str) -> Installation | None:
+        if self._find_by_webhook_key is not None:
+            return self._find_by_webhook_key(provider, key)
+        return self.store.find_installation_by_webhook_key(provider, key)
 
     def _load_by_account(self, provider: str, account_id: str) -> list[Installation]:
         if self._find_by_account is not None:
@@ -297,15 +314,17 @@ class WebhookIngress:
         provider_id: str,
         request: WebhookRequest,
         *,
-        install_id: str | None = None,
+        webhook_key: str | None = None,
         tenant_id: str | None = None,
+        install_id: str | None = None,
     ) -> IngressResult:
         """Run one delivery through the whole pipeline; raises :class:`WebhookRejected` with the
         HTTP status to answer (401, 404, 413, 400, 503) when nothing was enqueued.
 
-        App-level when ``install_id`` is None (routed by the provider's account id);
-        per-installation otherwise. With ``tenant_id`` too (``IntegrationService``), the
-        installation is taken as given and no store lookup happens.
+        App-level when neither ``webhook_key`` nor ``tenant_id``/``install_id`` is given (routed
+        by the provider's account id); per-installation with the ``webhook_key`` of the URL
+        ``/webhooks/<provider>/<key>``; or for the installation a trusted caller names
+        (``IntegrationService.process_webhook``).
         """
         import redis as redis_lib
 
@@ -324,12 +343,14 @@ class WebhookIngress:
             return IngressResult(provider.id, challenge=str(payload.get("challenge", "")))
         events = payload if isinstance(payload, list) else [payload]
         try:
-            targets, unknown = self._route(provider, request, events, install_id, tenant_id)
+            targets, unknown, ignored = self._route(provider, request, events, webhook_key,
+                                                    tenant_id, install_id)
             jobs, duplicates = self._enqueue(provider, request, targets)
         except redis_lib.RedisError as exc:
             logger.warning("webhook {} not enqueued, Redis unavailable: {}", provider.id, exc)
             raise WebhookRejected("queue unavailable, retry later", status=503) from exc
-        return IngressResult(provider.id, tuple(jobs), tuple(duplicates), unknown)
+        return IngressResult(provider.id, tuple(jobs), tuple(duplicates), unknown,
+                             ignored_installations=ignored)
 
     def enqueue_verified(
         self, provider_id: str, request: WebhookRequest, tenant_id: str, install_id: str
@@ -352,21 +373,40 @@ class WebhookIngress:
         provider: Provider,
         request: WebhookRequest,
         events: list[Any],
-        install_id: str | None,
+        webhook_key: str | None,
         tenant_id: str | None,
-    ) -> tuple[list[Target], int]:
-        if install_id is not None:
-            if tenant_id is None:
-                install = self._lookup(lambda: self.find_installation(provider.id, install_id))
-                if install is None or install.provider != provider.id:
-                    raise WebhookRejected(f"unknown installation {install_id!r}", status=404)
-                tenant_id = install.tenant_id
-            return [Target(tenant_id, install_id, delivery_id(provider, request, events))], 0
+        install_id: str | None,
+    ) -> tuple[list[Target], int, int]:
+        """(targets, events of unknown accounts, installations ignored as inactive)."""
+        if webhook_key is not None or (tenant_id is not None and install_id is not None):
+            if webhook_key is not None:
+                install = self._lookup(lambda: self.find_by_webhook_key(provider.id, webhook_key))
+                if install is None:
+                    raise WebhookRejected("unknown webhook URL", status=404)
+            else:
+                assert tenant_id is not None and install_id is not None
+                install = self._lookup(lambda: self.find_installation(tenant_id, install_id))
+                if install is None and self.store is not None:
+                    raise WebhookRejected(
+                        f"unknown installation {install_id!r} of tenant {tenant_id!r}",
+                        status=404)
+                if install is not None and install.provider != provider.id:
+                    raise WebhookRejected(
+                        f"installation {install_id!r} belongs to provider {install.provider!r}",
+                        status=404)
+            if install is not None and install.status in INACTIVE_STATUSES:
+                self._note_ignored(provider, install)
+                return [], 0, 1
+            tenant = install.tenant_id if install is not None else tenant_id
+            inst_id = install.install_id if install is not None else install_id
+            assert tenant is not None and inst_id is not None
+            return [Target(tenant, inst_id, delivery_id(provider, request, events))], 0, 0
         field = provider.webhook.account_id_field if provider.webhook else None
         if not field:
             raise WebhookRejected(
                 f"{provider.id} webhooks need the per-installation URL "
-                f"/webhooks/{provider.id}/<install_id>", status=404,
+                f"/webhooks/{provider.id}/<webhook key> (`nexus installs show` prints it)",
+                status=404,
             )
         by_account: dict[str, list[Any]] = {}
         accounts = ["" if a is None else a if type(a) is str else str(a)
@@ -378,7 +418,7 @@ class WebhookIngress:
             else:
                 group.append(event)
         targets: list[Target] = []
-        unknown = 0
+        unknown = ignored = 0
         for account, account_events in by_account.items():
             installs = self._lookup(lambda a=account: self.find_by_account(provider.id, a)) \
                 if account else []
@@ -389,8 +429,20 @@ class WebhookIngress:
                             provider.id, len(account_events), account or None)
                 continue
             delivery = delivery_id(provider, request, account_events)
-            targets += [Target(i.tenant_id, i.install_id, delivery) for i in installs]
-        return targets, unknown
+            for inst in installs:
+                if inst.status in INACTIVE_STATUSES:
+                    ignored += 1
+                    self._note_ignored(provider, inst)
+                    continue
+                targets.append(Target(inst.tenant_id, inst.install_id, delivery))
+        return targets, unknown, ignored
+
+    @staticmethod
+    def _note_ignored(provider: Provider, inst: Installation) -> None:
+        IGNORED_INSTALLATIONS.labels(provider.id, inst.status).inc()
+        logger.bind(provider=provider.id, tenant_id=inst.tenant_id,
+                    install_id=inst.install_id).info(
+            "webhook for an installation that is {}: answered, not enqueued", inst.status)
 
     @staticmethod
     def _lookup(call: Callable[[], Any]) -> Any:
@@ -446,6 +498,12 @@ DELIVERIES = Counter(
     "(enqueued, duplicate, unrouted, url_verification, rejected_<status>)",
     ["provider", "outcome"],
 )
+IGNORED_INSTALLATIONS = Counter(
+    "nexus_webhook_ignored_installations",
+    "Webhook deliveries answered without enqueueing because their installation is disabled "
+    "or waiting for its OAuth authorization",
+    ["provider", "status"],
+)
 UNKNOWN_ACCOUNT_EVENTS = Counter(
     "nexus_webhook_unknown_account_events",
     "Webhook events dropped because no installation has their account id",
@@ -489,10 +547,11 @@ def ingest_webhook(
     """Run one delivery through the ingress exactly as ``POST /webhooks/...`` does.
 
     For ``IntegrationService.process_webhook(provider, tenant_id, install_id, headers, body)``:
-    with ``tenant_id`` and ``install_id`` the delivery goes to that installation without a store
-    lookup. ``url`` is the URI the provider called (HubSpot v2/v3 sign it); by default the
-    per-installation URL under NEXUS_PUBLIC_URL. Raises :class:`WebhookRejected` (with the HTTP
-    status) when nothing was enqueued.
+    with ``tenant_id`` and ``install_id`` the delivery goes to that installation (checked in
+    ``store`` when one is given: unknown → 404, disabled or pending → answered, not enqueued).
+    ``url`` is the URI the provider called (HubSpot v2/v3 sign it); by default the installation's
+    webhook URL under NEXUS_PUBLIC_URL. Raises :class:`WebhookRejected` (with the HTTP status)
+    when nothing was enqueued.
     """
     from nexus_core.config import get_settings
     from nexus_core.plugins import load_plugins
@@ -505,7 +564,11 @@ def ingest_webhook(
         store=store,
     )
     if url is None:
-        path = f"/webhooks/{provider}" + (f"/{install_id}" if install_id else "")
+        key = None
+        if tenant_id and install_id:
+            found = ingress.find_installation(tenant_id, install_id)
+            key = found.webhook_key if found is not None else None
+        path = f"/webhooks/{provider}" + (f"/{key}" if key else "")
         url = (ingress.options.public_url or "http://localhost") + path
     request = WebhookRequest(method=method, url=url, headers=dict(headers), body=body)
     try:

@@ -256,10 +256,16 @@ def _supervise(cls: type, names: Sequence[str], connection: Any, *, burst: bool)
             return worked
 
 
+def pool_layout(queue_names: Sequence[str], worker_concurrency: int) -> dict[str, int]:
+    """Worker processes per queue: the seed's concurrency scaled by
+    INTEGRATION_WORKER_CONCURRENCY / 5 (at least one each)."""
+    return {name: queues.concurrency(name, worker_concurrency) for name in queue_names}
+
+
 def run_worker(
     queue_names: Sequence[str] | None = None,
     *,
-    workers: int = 1,
+    workers: int | None = None,
     burst: bool = False,
     with_scheduler: bool = False,
     simple: bool = False,
@@ -267,31 +273,94 @@ def run_worker(
 ) -> bool:
     """Run workers until stopped (or until the queues are empty with ``burst``).
 
-    ``workers`` > 1 uses RQ's WorkerPool (one process per worker, each forking a work-horse per
-    job). ``with_scheduler`` also runs the periodic-delta cron scheduler in this process's
-    child. RQ's own scheduler for retries and rescheduled jobs always runs (one per Redis,
-    elected by lock)."""
+    ``workers`` None: one RQ WorkerPool per queue, sized by :func:`pool_layout`
+    (INTEGRATION_WORKER_CONCURRENCY); a number: that many workers, each listening on every
+    queue in priority order (1: one supervised worker in this process; more: RQ's
+    WorkerPool). Each worker forks a work-horse per job (``simple``: runs jobs itself).
+    ``with_scheduler`` also runs the periodic-delta cron scheduler in this process's child.
+    RQ's own scheduler for retries and rescheduled jobs always runs (one per Redis, elected by
+    lock)."""
     from nexus_core import runtime
 
     names = resolve_queues(queue_names)
     connection = connection or runtime.get_redis()
+    cls = __getattr__("NexusSimpleWorker" if simple else "NexusWorker")
     cron = None
     if with_scheduler:
         from nexus_core.scheduler import start_in_background
 
         cron = start_in_background()
     try:
+        if workers is None:
+            layout = pool_layout(names, runtime.get_settings().worker_concurrency)
+            logger.info("worker pools: {}", ", ".join(f"{q} x{n}" for q, n in layout.items()))
+            return _run_pools(layout, cls, connection, burst=burst)
         if workers > 1:
-            from rq.serializers import JSONSerializer
-            from rq.worker_pool import WorkerPool
-
-            pool = WorkerPool(names, connection=connection, num_workers=workers,
-                              worker_class=__getattr__("NexusWorker"), serializer=JSONSerializer)
-            pool.start(burst=burst, logging_level=_rq_log_level())
+            _pool(names, workers, cls, connection, burst=burst)
             return True
-        cls = __getattr__("NexusSimpleWorker" if simple else "NexusWorker")
         return _supervise(cls, names, connection, burst=burst)
     finally:
         if cron is not None:
             cron.terminate()
             cron.join(10)
+
+
+def _pool(names: Sequence[str], n: int, cls: type, connection: Any, *, burst: bool) -> None:
+    from rq.serializers import JSONSerializer
+    from rq.worker_pool import WorkerPool
+
+    pool = WorkerPool(names, connection=connection, num_workers=n, worker_class=cls,
+                      serializer=JSONSerializer)
+    pool.start(burst=burst, logging_level=_rq_log_level())
+
+
+def _pool_child(names: Sequence[str], n: int, cls: type, connection: Any, *,
+                burst: bool) -> None:
+    # Not the parent's forwarding handlers: RQ's pool installs its own once its workers run.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _pool(names, n, cls, connection, burst=burst)
+
+
+def _run_pools(layout: dict[str, int], cls: type, connection: Any, *, burst: bool) -> bool:
+    """One RQ WorkerPool per queue, each in a child process of this one (RQ's pool serves one
+    set of queues with one size). SIGTERM/SIGINT here reaches every pool (each stops its
+    workers warmly); a pool that dies is started again unless ``burst`` or stopping."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    stopping = {"flag": False}
+
+    def start(name: str) -> Any:
+        proc = ctx.Process(target=_pool_child, args=([name], layout[name], cls, connection),
+                           kwargs={"burst": burst}, name=f"nexus-pool-{name}")
+        proc.start()
+        return proc
+
+    procs = {name: start(name) for name in layout}
+
+    def stop(signum: int, frame: Any) -> None:
+        stopping["flag"] = True
+        for proc in procs.values():
+            if proc.is_alive() and proc.pid:
+                with contextlib.suppress(OSError):
+                    os.kill(proc.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            for name, proc in list(procs.items()):
+                proc.join(0.5)
+                if proc.is_alive():
+                    continue
+                if burst or stopping["flag"]:
+                    procs.pop(name)
+                    continue
+                logger.warning("worker pool of {} exited ({}); starting it again", name,
+                               proc.exitcode)
+                procs[name] = start(name)
+            if not procs:
+                return True
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

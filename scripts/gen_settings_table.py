@@ -15,8 +15,8 @@ START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 
 def render() -> str:
-    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
-    rows += [f"| `{s.env}` | {s.default or ''} | {s.help} |" for s in SETTINGS]
+    rows = ["| Variable | Default | Meaning | Accepts |", "|---|---|---|---|"]
+    rows += [f"| `{s.env}` | {s.default or ''} | {s.help} | {s.accepts} |" for s in SETTINGS]
     return "\n".join(rows)
 
 

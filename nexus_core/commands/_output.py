@@ -30,4 +30,4 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except NexusError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(exc.one_line()) from None

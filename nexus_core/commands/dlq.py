@@ -10,7 +10,7 @@ import click
 
 from nexus_core.commands._output import echo_json, echo_table, user_errors
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_DURATION = re.compile(r"^([0-9]{1,15}(?:\.[0-9]{1,9})?)([smhdw])$", re.ASCII)
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -18,8 +18,21 @@ def parse_duration(text: str) -> timedelta:
     """``30s``, ``15m``, ``12h``, ``7d``, ``2w``."""
     m = _DURATION.match(text.strip())
     if not m:
-        raise click.BadParameter(f"{text!r} is not a duration such as 30m, 12h or 7d")
-    return timedelta(seconds=float(m.group(1)) * _UNIT[m.group(2)])
+        raise click.BadParameter(f"{text!r:.40} is not a duration such as 30m, 12h or 7d")
+    seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    if seconds > 100 * 365 * 86400:
+        raise click.BadParameter(f"{text!r:.40} is not a duration such as 30m, 12h or 7d "
+                                 "(at most 100 years)")
+    return timedelta(seconds=seconds)
+
+
+def error_line(traceback_text: str) -> str:
+    """The exception line of a traceback (``ProviderError: HTTP 500 ... [provider=...]``), not
+    its last line: an SDK error's message ends with an indented ``hint:`` line."""
+    for line in reversed(traceback_text.strip().splitlines()):
+        if line and not line[0].isspace():
+            return re.sub(r"^(?:[A-Za-z_][\w]*\.)+(?=[A-Za-z_]\w*:)", "", line)
+    return ""
 
 
 def _queue_names(queue: str | None) -> list[str]:
@@ -43,7 +56,7 @@ def failed_jobs(connection: Any, queue: str | None = None) -> list[dict[str, Any
                 continue
             result = job.latest_result()
             error = (result.exc_string if result is not None and result.exc_string else "") or ""
-            last = error.strip().splitlines()[-1] if error.strip() else ""
+            last = error_line(error)
             kwargs = job.kwargs or {}
             out.append({
                 "job_id": job.id, "queue": name, "function": job.func_name,

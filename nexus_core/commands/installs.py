@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from nexus_core.commands._output import echo_json, echo_table, user_errors
+from nexus_core.models import INSTALL_STATUSES
 
 _tenant = click.option("--tenant", "tenant_id", required=True, help="Tenant id.")
 _install = click.option("--install", "install_id", required=True, help="Installation id.")
@@ -67,7 +68,10 @@ def add(
     provider: str, tenant_id: str, install_id: str, account_id: str | None,
     config_json: str | None, credentials_file: Path | None,
 ) -> None:
-    """Add an installation of PROVIDER for a tenant (credentials are encrypted at rest)."""
+    """Add an installation of PROVIDER for a tenant (credentials are encrypted at rest).
+
+    An OAuth2 provider's installation added without --credentials-file waits as
+    pending_authorization until its tenant connects it (`nexus auth link`)."""
     from nexus_core.converters import structure
     from nexus_core.models import Credentials
 
@@ -95,10 +99,16 @@ def add(
             provider, tenant_id, install_id, account_id=account_id, config=config,
             credentials=creds,
         )
+        url = service.webhook_url(inst)
     click.echo(
         f"added {inst.provider} installation {inst.install_id} for tenant {inst.tenant_id}"
-        + (" (with credentials)" if creds else "")
+        + (" (with credentials)" if creds else "") + f": {inst.status}"
     )
+    if inst.status == "pending_authorization":
+        click.echo(f"  it syncs once the tenant connects it: `nexus auth link {inst.provider} "
+                   f"--tenant {inst.tenant_id} --install {inst.install_id}`")
+    if url:
+        click.echo(f"  webhook URL: {url}" + _relative_note(url))
 
 
 def _cursor(inst: Any) -> str:
@@ -121,7 +131,7 @@ def _after(value: str | None) -> tuple[str, str] | None:
 @installs.command("list")
 @click.option("--tenant", "tenant_id", help="Only this tenant (default: every tenant, operator).")
 @click.option("--provider", help="Only this provider.")
-@click.option("--status", type=click.Choice(["active", "needs_reauth", "disabled"]))
+@click.option("--status", type=click.Choice(list(INSTALL_STATUSES)))
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000),
               help="Installations per page.")
 @click.option("--after", metavar="CURSOR",
@@ -169,7 +179,9 @@ def show(tenant_id: str, install_id: str, as_json: bool) -> None:
     from nexus_core.converters import unstructure
 
     with _service() as service:
-        data = _row(service.get_installation(tenant_id, install_id))
+        inst = service.get_installation(tenant_id, install_id)
+        data = _row(inst)
+        data["webhook_url"] = service.webhook_url(inst)
         store = service.store
         summary = store.credentials_summary(tenant_id, install_id)
         data["credentials"] = unstructure(summary) if summary else None
@@ -191,6 +203,83 @@ def show(tenant_id: str, install_id: str, as_json: bool) -> None:
                 for item in value
             ) or "-"
         click.echo(f"{key:14} {'-' if value is None else value}")
+
+
+def _relative_note(url: str) -> str:
+    return " (after the public URL of `nexus serve`: set NEXUS_PUBLIC_URL)" \
+        if url.startswith("/") else ""
+
+
+def parse_assignments(items: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a VALUE that is JSON (``20``, ``true``, ``["a"]``, ``null``) is
+    taken as such, anything else as a string."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def config_option(fn: Any) -> Any:
+    """``--config JSON`` and ``--set KEY=VALUE`` (repeatable), shared by installs and auth."""
+    fn = click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+                      help="Set one config key (dotted keys reach nested objects; JSON values "
+                      "such as 20, true, [\"a\"] or null are parsed; null removes the key). "
+                      "Repeatable.")(fn)
+    return click.option("--config", "config_json", metavar="JSON",
+                        help="The whole installation config as a JSON object.")(fn)
+
+
+def read_config(config_json: str | None) -> dict[str, Any] | None:
+    if config_json is None:
+        return None
+    config = _json_arg(config_json, "--config")
+    if not isinstance(config, dict):
+        raise click.BadParameter("--config must be a JSON object")
+    return config
+
+
+@installs.command("update")
+@_tenant
+@_install
+@config_option
+def update(tenant_id: str, install_id: str, config_json: str | None,
+           assignments: tuple[str, ...]) -> None:
+    """Change an installation's config (validated; the next sync uses it).
+
+    \b
+    nexus installs update --tenant t1 --install i1 --set streams='["contacts"]'
+    nexus installs update --tenant t1 --install i1 --set rate_limits.requests_per_second=20
+    nexus installs update --tenant t1 --install i1 --config '{"streams": ["deals"]}'
+    """
+    config = read_config(config_json)
+    changes = parse_assignments(assignments)
+    if config is None and not changes:
+        raise click.UsageError("give --config JSON and/or --set KEY=VALUE")
+    with _service() as service:
+        inst = service.update_installation(tenant_id, install_id, config=config, changes=changes)
+    click.echo(f"installation {inst.install_id} of tenant {inst.tenant_id}: config "
+               f"{json.dumps(inst.config, sort_keys=True)}")
+
+
+@installs.command("rotate-webhook-key")
+@_tenant
+@_install
+def rotate_webhook_key(tenant_id: str, install_id: str) -> None:
+    """Give an installation a new webhook URL; the old one stops working at once (update the
+    URL at the provider right after)."""
+    with _service() as service:
+        inst = service.rotate_webhook_key(tenant_id, install_id)
+        url = service.webhook_url(inst)
+    click.echo(f"new webhook URL of installation {inst.install_id} of tenant "
+               f"{inst.tenant_id}: {url or '(its provider takes no webhooks)'}"
+               + _relative_note(url or ""))
 
 
 def _set_status(tenant_id: str, install_id: str, status: str) -> None:

@@ -38,8 +38,16 @@ def list_providers(as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
+    skipped = registry.skipped
+    if skipped:
+        click.echo(f"{len(skipped)} plugin(s) failed to load "
+                   f"({', '.join(i.name for i in skipped)}); `nexus plugins list` says why.",
+                   err=True)
     if not rows:
-        click.echo("No providers installed. Add one with e.g. `pip install nexus-hubspot`.")
+        if skipped:
+            click.echo("No providers loaded.")
+        else:
+            click.echo("No providers installed. Add one with e.g. `pip install nexus-hubspot`.")
         return
     echo_table(
         ["ID", "NAME", "VERSION", "DISTRIBUTION", "AUTH", "WEBHOOKS", "STREAMS"],

@@ -66,10 +66,13 @@ def serve(host: str, port: int, workers: int, threads: int, timeout: int) -> Non
     from nexus_core.commands._output import user_errors
     from nexus_core.config import get_settings
     from nexus_core.plugins import load_plugins
+    from nexus_core.runtime import check_startup
     from nexus_core.webhooks import IngressOptions
 
     with user_errors():  # a malformed setting fails here, once, not in every worker
-        IngressOptions.from_settings(get_settings())
+        settings = get_settings()
+        check_startup(settings)
+        IngressOptions.from_settings(settings)
         load_plugins()
     click.echo(f"nexus serve: http://{host}:{port} ({workers} worker(s))", err=True)
     run_gunicorn(_app, gunicorn_options(host, port, workers, threads, timeout))

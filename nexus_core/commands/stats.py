@@ -26,7 +26,9 @@ def stats(as_json: bool) -> None:
                 "CONCURRENCY"],
                [[name, s["queued"], s["started"], s["scheduled"], s["finished"], s["failed"],
                  s["workers"], s["concurrency"]] for name, s in q["queues"].items()])
-    click.echo(f"\nworkers: {q['workers']}")
+    click.echo(f"\nworkers: {q['workers']} (CONCURRENCY: the seed's per-queue concurrency x "
+               f"INTEGRATION_WORKER_CONCURRENCY={q['worker_concurrency']} / 5; "
+               "`nexus run-worker` starts that many per queue)")
     for key, rl in sorted(q["rate_limits"].items()):
         click.echo(f"  {key}: {rl['running']} running, {rl['waiting']} waiting "
                    f"(limit {rl['concurrency']})")

@@ -12,15 +12,18 @@ from nexus_core.commands._output import user_errors
               help="Queues to listen on, in priority order (repeat or comma-separate): "
               "webhook, delta, health, backfill or their integration-* names. Default: all, "
               "latency-sensitive first.")
-@click.option("--workers", "-n", default=1, show_default=True, type=click.IntRange(1),
-              help="Worker processes (RQ WorkerPool when > 1); each forks a work-horse per job.")
+@click.option("--workers", "-n", default=None, type=click.IntRange(1),
+              help="Run N workers, each listening on every queue given (RQ WorkerPool when > 1). "
+              "Default: one pool per queue with the seed's concurrency x "
+              "INTEGRATION_WORKER_CONCURRENCY / 5 (webhook 10, delta 5, health 3, backfill 2 at "
+              "the default 5).")
 @click.option("--burst", is_flag=True, help="Quit when the queues are empty.")
 @click.option("--with-scheduler", is_flag=True,
               help="Also run the periodic-delta scheduler (like `nexus scheduler`) in a child.")
 @click.option("--no-fork", is_flag=True,
-              help="Run jobs in the worker process itself (RQ SimpleWorker): less per-job cost, "
-              "no isolation between jobs. Only with --workers 1.")
-def run_worker(queue_names: tuple[str, ...], workers: int, burst: bool,
+              help="Run jobs in the worker processes themselves (RQ SimpleWorker): less per-job "
+              "cost, no isolation between jobs.")
+def run_worker(queue_names: tuple[str, ...], workers: int | None, burst: bool,
                with_scheduler: bool, no_fork: bool) -> None:
     """Process sync jobs from Redis (REDIS_URL) with RQ workers.
 
@@ -29,11 +32,11 @@ def run_worker(queue_names: tuple[str, ...], workers: int, burst: bool,
     (it resumes from its last checkpoint). Jobs of a worker that died are requeued by the next
     worker within NEXUS_JOB_LEASE_TTL seconds.
     """
+    from nexus_core.runtime import check_startup
     from nexus_core.worker import run_worker as run
 
     with user_errors():
-        if no_fork and workers > 1:
-            raise click.UsageError("--no-fork runs one worker; drop --workers")
+        check_startup()
         run(list(queue_names) or None, workers=workers, burst=burst,
             with_scheduler=with_scheduler, simple=no_fork)
 
@@ -45,7 +48,9 @@ def scheduler() -> None:
     Running two schedulers is safe: each slot's job id is the same in both and RQ refuses the
     second enqueue.
     """
+    from nexus_core.runtime import check_startup
     from nexus_core.scheduler import run_scheduler
 
     with user_errors():
+        check_startup()
         run_scheduler()

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from nexus_core.store._base import (
     CHECKPOINT_KINDS,
+    INTENTS,
     RUN_STATUSES,
     Checkpoint,
     Conflict,
+    ConnectLink,
     OAuthState,
     SyncRun,
     SyncState,
@@ -32,7 +34,9 @@ __all__ = [
     "CHECKPOINT_KINDS",
     "RUN_STATUSES",
     "Checkpoint",
+    "INTENTS",
     "Conflict",
+    "ConnectLink",
     "InstallationKey",
     "OAuthState",
     "Store",

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from nexus_core.converters import from_json, to_json
 from nexus_core.crypto import KeyRing, associated_data, keyring_from_settings
 from nexus_core.errors import NexusError, NotFound, StoreError
+from nexus_core.ids import check_id
 from nexus_core.models import INSTALL_STATUSES, Credentials, Installation, utcnow
 from nexus_core.store import schema as t
 
@@ -73,6 +74,9 @@ class SyncRun:
     job_id: str | None = None
 
 
+INTENTS = ("connect", "reconnect")
+
+
 @attrs.frozen
 class OAuthState:
     """A consumed OAuth ``state``: what the callback needs to finish the flow."""
@@ -82,6 +86,23 @@ class OAuthState:
     provider: str
     redirect_uri: str
     code_verifier: str | None
+    expires_at: datetime
+    #: The installation config to store with the connection (None: keep the stored one).
+    config: dict[str, Any] | None = None
+    #: ``connect``, or ``reconnect``: may bind the installation to another provider account.
+    intent: str = "connect"
+
+
+@attrs.frozen
+class ConnectLink:
+    """A consumed connect link: which flow the public authorize route may start."""
+
+    provider: str
+    tenant_id: str
+    install_id: str
+    intent: str
+    config: dict[str, Any] | None
+    redirect_uri: str | None
     expires_at: datetime
 
 
@@ -227,6 +248,7 @@ class StoreBase:
             config=json.loads(row.config),
             created_at=_aware(row.created_at),
             updated_at=_aware(row.updated_at),
+            webhook_key=row.webhook_key,
         )
 
     @staticmethod
@@ -266,11 +288,13 @@ class StoreBase:
         account_id: str | None = None,
         config: dict[str, Any] | None = None,
         credentials: Credentials | None = None,
+        status: str = "active",
     ) -> Installation:
-        """Create an installation (and its credentials) in one transaction."""
-        for name, value in (("tenant_id", tenant_id), ("install_id", install_id)):
-            if not value or not isinstance(value, str):
-                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        """Create an installation (and its credentials) in one transaction, with a fresh
+        webhook key."""
+        check_id("tenant_id", tenant_id)
+        check_id("install_id", install_id)
+        _check(status, INSTALL_STATUSES, "status")
         if credentials is not None and account_id is None:
             account_id = credentials.extra.get("account_id")
         now = utcnow()
@@ -291,9 +315,9 @@ class StoreBase:
             conn.execute(
                 sa.insert(t.installations).values(
                     tenant_id=tenant_id, install_id=install_id, provider=provider,
-                    account_id=account_id, status="active",
+                    account_id=account_id, status=status,
                     config=json.dumps(config or {}, sort_keys=True),
-                    created_at=now, updated_at=now,
+                    created_at=now, updated_at=now, webhook_key=t.new_webhook_key(),
                 )
             )
             if credentials is not None:
@@ -338,6 +362,23 @@ class StoreBase:
                 .order_by(t.installations.c.tenant_id, t.installations.c.install_id)
             ).all()
         return [self._installation(r) for r in rows]
+
+    def find_installation_by_webhook_key(self, provider: str, key: str) -> Installation | None:
+        """The installation a per-installation webhook URL names (webhook routing: by its
+        unique, indexed key, so the cost does not grow with the number of installations)."""
+        if not key or len(key) > 64:
+            return None
+        with self._tx(readonly=True) as conn:
+            row = conn.execute(
+                sa.select(t.installations).where(t.installations.c.webhook_key == key)
+            ).first()
+        if row is None or row.provider != provider:
+            return None
+        return self._installation(row)
+
+    def rotate_webhook_key(self, tenant_id: str, install_id: str) -> Installation:
+        """A new webhook key: the old per-installation URL stops working at once."""
+        return self._update(tenant_id, install_id, webhook_key=t.new_webhook_key())
 
     def _update(self, tenant_id: str, install_id: str, **values: Any) -> Installation:
         values["updated_at"] = utcnow()

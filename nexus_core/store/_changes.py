@@ -29,7 +29,7 @@ CHANNEL = "nexus:installation-changed"
 #: The Store methods that change an installation or its credentials (first two arguments:
 #: tenant id, install id).
 _WRITES = ("add_installation", "set_status", "update_installation", "remove_installation",
-           "save_credentials", "connect_installation")
+           "rotate_webhook_key", "save_credentials", "connect_installation")
 
 
 def message(tenant_id: str, install_id: str) -> bytes:

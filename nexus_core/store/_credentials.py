@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from nexus_core.crypto import associated_data
+from nexus_core.ids import check_id
 from nexus_core.models import Credentials, Installation, utcnow
 from nexus_core.store import schema as t
-from nexus_core.store._base import Conflict, OAuthState, StoreBase, _aware, state_hash
+from nexus_core.store._base import (
+    INTENTS,
+    Conflict,
+    ConnectLink,
+    OAuthState,
+    StoreBase,
+    _aware,
+    _check,
+    state_hash,
+)
 
 
 class CredentialsMixin(StoreBase):
@@ -38,9 +49,13 @@ class CredentialsMixin(StoreBase):
         credentials: Credentials,
         *,
         account_id: str | None = None,
+        config: dict[str, Any] | None = None,
     ) -> Installation:
         """The end of an OAuth flow, in one transaction: create or update the installation as
-        ``active`` with the provider account id, and store its credentials."""
+        ``active`` with the provider account id (and ``config`` when given), and store its
+        credentials."""
+        check_id("tenant_id", tenant_id)
+        check_id("install_id", install_id)
         account_id = account_id or credentials.extra.get("account_id")
         now = utcnow()
         with self._tx() as conn:
@@ -54,7 +69,8 @@ class CredentialsMixin(StoreBase):
                     sa.insert(t.installations).values(
                         tenant_id=tenant_id, install_id=install_id, provider=provider,
                         account_id=None if account_id is None else str(account_id),
-                        status="active", config="{}", created_at=now, updated_at=now,
+                        status="active", config=json.dumps(config or {}, sort_keys=True),
+                        created_at=now, updated_at=now, webhook_key=t.new_webhook_key(),
                     )
                 )
             elif row.provider != provider:
@@ -67,6 +83,8 @@ class CredentialsMixin(StoreBase):
                 values: dict[str, Any] = {"status": "active", "updated_at": now}
                 if account_id is not None:
                     values["account_id"] = str(account_id)
+                if config is not None:
+                    values["config"] = json.dumps(config, sort_keys=True)
                 conn.execute(
                     sa.update(t.installations)
                     .where(self._where(t.installations, tenant_id, install_id))
@@ -158,7 +176,12 @@ class CredentialsMixin(StoreBase):
         redirect_uri: str,
         code_verifier: str | None,
         expires_at: datetime,
+        config: dict[str, Any] | None = None,
+        intent: str = "connect",
     ) -> None:
+        check_id("tenant_id", tenant_id)
+        check_id("install_id", install_id)
+        _check(intent, INTENTS, "intent")
         sealed = None
         if code_verifier is not None:
             sealed = self.keyring.encrypt(
@@ -172,7 +195,8 @@ class CredentialsMixin(StoreBase):
                 sa.insert(t.oauth_states).values(
                     state_hash=state_hash(state), tenant_id=tenant_id, install_id=install_id,
                     provider=provider, redirect_uri=redirect_uri, code_verifier=sealed,
-                    created_at=now, expires_at=expires_at,
+                    created_at=now, expires_at=expires_at, intent=intent,
+                    config=None if config is None else json.dumps(config, sort_keys=True),
                 )
             )
 
@@ -193,5 +217,51 @@ class CredentialsMixin(StoreBase):
             tenant_id=row.tenant_id, install_id=row.install_id, provider=row.provider,
             redirect_uri=row.redirect_uri, code_verifier=verifier,
             expires_at=_aware(row.expires_at),
+            config=None if row.config is None else json.loads(row.config),
+            intent=row.intent or "connect",
+        )
+
+    # -- connect links ---------------------------------------------------------------------
+
+    def put_connect_link(
+        self,
+        token: str,
+        provider: str,
+        tenant_id: str,
+        install_id: str,
+        *,
+        intent: str,
+        expires_at: datetime,
+        config: dict[str, Any] | None = None,
+        redirect_uri: str | None = None,
+    ) -> None:
+        """Store a connect link (only its token's hash: the token is a bearer secret)."""
+        check_id("tenant_id", tenant_id)
+        check_id("install_id", install_id)
+        _check(intent, INTENTS, "intent")
+        now = utcnow()
+        with self._tx() as conn:
+            conn.execute(sa.delete(t.connect_links).where(t.connect_links.c.expires_at < now))
+            conn.execute(sa.insert(t.connect_links).values(
+                token_hash=state_hash(token), provider=provider, tenant_id=tenant_id,
+                install_id=install_id, intent=intent,
+                config=None if config is None else json.dumps(config, sort_keys=True),
+                redirect_uri=redirect_uri, created_at=now, expires_at=expires_at,
+            ))
+
+    def consume_connect_link(self, token: str, provider: str) -> ConnectLink | None:
+        """Delete and return the connect link ``token`` names for ``provider`` — once: a
+        second use, an unknown token or another provider's link is None (and a link for
+        another provider stays unused). The caller checks expiry."""
+        where = sa.and_(t.connect_links.c.token_hash == state_hash(token),
+                        t.connect_links.c.provider == provider)
+        with self._tx() as conn:
+            row = conn.execute(sa.select(t.connect_links).where(where)).first()
+            if row is None or conn.execute(sa.delete(t.connect_links).where(where)).rowcount != 1:
+                return None
+        return ConnectLink(
+            provider=row.provider, tenant_id=row.tenant_id, install_id=row.install_id,
+            intent=row.intent, config=None if row.config is None else json.loads(row.config),
+            redirect_uri=row.redirect_uri, expires_at=_aware(row.expires_at),
         )
 

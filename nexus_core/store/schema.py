@@ -1,6 +1,6 @@
 """The store's tables and its schema migrations.
 
-Why a small migration table instead of Alembic: the schema is five tables that must be created
+Why a small migration table instead of Alembic: the schema is a few tables that must be created
 and upgraded by the application itself (``Store.migrate()``, run on startup) on both an embedded
 SQLite file and PostgreSQL, with no ini file or ``env.py`` to ship. A list of numbered steps in a
 ``nexus_schema_version`` table, applied under a lock in one transaction, gives the same
@@ -32,11 +32,14 @@ installations = sa.Table(
     sa.Column("install_id", sa.String(200), primary_key=True),
     sa.Column("provider", sa.String(100), nullable=False),
     sa.Column("account_id", sa.String(200)),
-    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
     sa.Column("config", sa.Text, nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    #: Opaque, unguessable routing key of the per-installation webhook URL (v2).
+    sa.Column("webhook_key", sa.String(64)),
     sa.Index("ix_nexus_installations_account", "provider", "account_id"),
+    sa.Index("ux_nexus_installations_webhook_key", "webhook_key", unique=True),
 )
 
 credentials = sa.Table(
@@ -95,17 +98,86 @@ oauth_states = sa.Table(
     sa.Column("code_verifier", sa.Text),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("expires_at", TS, nullable=False),
+    #: The installation config the flow was started with (JSON; NULL: keep the stored one) (v2).
+    sa.Column("config", sa.Text),
+    #: connect or reconnect (may bind another provider account) (v2).
+    sa.Column("intent", sa.String(20)),
+)
+
+connect_links = sa.Table(
+    "nexus_connect_links",
+    metadata,
+    #: sha256 of the link's token: the token is a bearer secret and is never stored.
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("provider", sa.String(100), nullable=False),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("install_id", sa.String(200), nullable=False),
+    sa.Column("intent", sa.String(20), nullable=False),
+    sa.Column("config", sa.Text),
+    sa.Column("redirect_uri", sa.Text),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("expires_at", TS, nullable=False),
+    sa.Index("ix_nexus_connect_links_expires", "expires_at"),
 )
 
 
 def _v1(conn: sa.Connection) -> None:
-    metadata.create_all(
-        conn, tables=[installations, credentials, checkpoints, sync_runs, oauth_states]
-    )
+    # The version-1 tables exactly as released: a step must not follow later edits of the
+    # live table definitions above, or a fresh database and an upgraded one would differ.
+    v1 = sa.MetaData()
+    sa.Table("nexus_installations", v1,
+             sa.Column("tenant_id", sa.String(200), primary_key=True),
+             sa.Column("install_id", sa.String(200), primary_key=True),
+             sa.Column("provider", sa.String(100), nullable=False),
+             sa.Column("account_id", sa.String(200)),
+             sa.Column("status", sa.String(20), nullable=False),
+             sa.Column("config", sa.Text, nullable=False),
+             sa.Column("created_at", TS, nullable=False),
+             sa.Column("updated_at", TS, nullable=False),
+             sa.Index("ix_nexus_installations_account", "provider", "account_id"))
+    for table in (credentials, checkpoints, sync_runs):
+        table.to_metadata(v1)
+    sa.Table("nexus_oauth_states", v1,
+             sa.Column("state_hash", sa.String(64), primary_key=True),
+             sa.Column("tenant_id", sa.String(200), nullable=False),
+             sa.Column("install_id", sa.String(200), nullable=False),
+             sa.Column("provider", sa.String(100), nullable=False),
+             sa.Column("redirect_uri", sa.Text, nullable=False),
+             sa.Column("code_verifier", sa.Text),
+             sa.Column("created_at", TS, nullable=False),
+             sa.Column("expires_at", TS, nullable=False))
+    v1.create_all(conn)
+
+
+def new_webhook_key() -> str:
+    """An opaque, unguessable routing key for an installation's webhook URL (192 bits)."""
+    import secrets
+
+    return secrets.token_urlsafe(24)
+
+
+def _v2(conn: sa.Connection) -> None:
+    """Webhook keys (filled in for existing installations), longer status values
+    (pending_authorization), config and intent on OAuth states, connect links."""
+    conn.execute(sa.text("ALTER TABLE nexus_installations ADD COLUMN webhook_key VARCHAR(64)"))
+    rows = conn.execute(sa.text("SELECT tenant_id, install_id FROM nexus_installations")).all()
+    update = sa.text("UPDATE nexus_installations SET webhook_key = :k "
+                     "WHERE tenant_id = :t AND install_id = :i")
+    for tenant_id, install_id in rows:
+        conn.execute(update, {"k": new_webhook_key(), "t": tenant_id, "i": install_id})
+    conn.execute(sa.text("CREATE UNIQUE INDEX ux_nexus_installations_webhook_key "
+                         "ON nexus_installations (webhook_key)"))
+    if conn.dialect.name == "postgresql":  # SQLite does not enforce VARCHAR lengths
+        conn.execute(sa.text(
+            "ALTER TABLE nexus_installations ALTER COLUMN status TYPE VARCHAR(32)"))
+    conn.execute(sa.text("ALTER TABLE nexus_oauth_states ADD COLUMN config TEXT"))
+    conn.execute(sa.text("ALTER TABLE nexus_oauth_states ADD COLUMN intent VARCHAR(20)"))
+    metadata.create_all(conn, tables=[connect_links])
 
 
 #: (version, description, step). Append only; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "installations, credentials, checkpoints, sync runs, oauth states", _v1),
+    (2, "webhook keys, pending_authorization, OAuth config/intent, connect links", _v2),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -75,9 +75,7 @@ def _claim() -> Any:
 
 
 def _interval(settings: Any) -> int:
-    from nexus_core.config import positive_int
-
-    return settings.get_parsed("NEXUS_DELTA_INTERVAL", positive_int, DEFAULT_INTERVAL)
+    return int(settings.delta_interval)
 
 
 def phase(tenant_id: str, install_id: str, interval: float) -> float:

@@ -16,7 +16,6 @@ import attrs
 
 from nexus_core import queues
 from nexus_core import runtime as rt
-from nexus_core.config import positive_int, positive_seconds
 
 #: Stored as a stream's backfill cursor once its last page is committed.
 BACKFILL_DONE = "nexus:backfill-complete"
@@ -51,12 +50,11 @@ class SyncOptions:
 
     @classmethod
     def _parse(cls, settings: Any) -> SyncOptions:
-        get = settings.get_parsed
         return cls(
-            time_budget=get("NEXUS_BACKFILL_TIME_BUDGET", positive_seconds, DEFAULT_TIME_BUDGET),
-            lease_ttl=get("NEXUS_JOB_LEASE_TTL", positive_seconds, DEFAULT_LEASE_TTL),
-            max_deferrals=get("NEXUS_MAX_DEFERRALS", positive_int, DEFAULT_MAX_DEFERRALS),
-            tenant_backfill_concurrency=get("NEXUS_BACKFILL_TENANT_CONCURRENCY", positive_int, 1),
+            time_budget=settings.backfill_time_budget,
+            lease_ttl=settings.job_lease_ttl,
+            max_deferrals=settings.max_deferrals,
+            tenant_backfill_concurrency=settings.backfill_tenant_concurrency,
             max_retries=settings.max_retries,
             backoff_delay_ms=settings.backoff_delay_ms,
         )

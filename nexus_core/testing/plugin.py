@@ -27,6 +27,38 @@ def nexus_registry() -> Iterator[Any]:
         set_registry(previous)
 
 
+class LogCapture:
+    """Loguru messages captured during a test: ``.records`` (level, message, extra) and
+    ``.text`` (one ``LEVEL message`` line each)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str, dict[str, Any]]] = []
+
+    def sink(self, message: Any) -> None:
+        from nexus_core.log import redact
+
+        record = message.record
+        self.records.append((record["level"].name, redact(record["message"]),
+                             dict(record["extra"])))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(f"{level} {msg}" for level, msg, _ in self.records)
+
+
+@pytest.fixture
+def nexus_logs() -> Iterator[LogCapture]:
+    """What the SDK logged during the test (loguru, every level), secrets already redacted."""
+    from loguru import logger
+
+    capture = LogCapture()
+    handler = logger.add(capture.sink, level="TRACE", format="{message}")
+    try:
+        yield capture
+    finally:
+        logger.remove(handler)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """URL of a real Redis for this test session: a throwaway ``redis-server`` on a free port,

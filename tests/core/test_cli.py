@@ -61,5 +61,5 @@ def test_bad_setting_is_a_clear_startup_error():
                             capture_output=True, text=True, timeout=60,
                             env={**os.environ, "INTEGRATION_MAX_RETRIES": "lots"})
     assert result.returncode == 1
-    assert "INTEGRATION_MAX_RETRIES must be an integer, got 'lots'" in result.stderr
+    assert "INTEGRATION_MAX_RETRIES must be an integer >= 0 and <= 100, got 'lots'" in result.stderr
     assert "Traceback" not in result.stderr

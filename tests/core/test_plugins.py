@@ -57,6 +57,29 @@ def test_unknown_provider_error_lists_known_ids_and_how_to_install():
     assert "pip install nexus-nope" in str(err.value)
 
 
+def test_a_provider_whose_plugin_failed_to_load_is_named_as_such(nexus_registry):
+    """`providers list` said "No providers installed" and `sync` said "install it with pip" for
+    a provider that IS installed but failed to load."""
+    from click.testing import CliRunner
+
+    from nexus_core.cli import cli
+
+    nexus_registry.record_failure("hubspot", "import failed: ModuleNotFoundError: No module "
+                                  "named 'hubspot_sdk'", "nexus-hubspot", "1.0")
+    with pytest.raises(PluginError) as err:
+        nexus_registry.provider("hubspot")
+    assert "provider 'hubspot' is installed but its plugin failed to load: import failed" in \
+        str(err.value)
+    with pytest.raises(PluginError) as err:
+        nexus_registry.provider("slack")
+    assert "1 plugin(s) failed to load (hubspot): see `nexus plugins list`" in str(err.value)
+    result = CliRunner().invoke(cli, ["providers", "list"])
+    assert result.exit_code == 0
+    assert "No providers loaded." in result.stdout and "No providers installed" not in \
+        result.stdout
+    assert "1 plugin(s) failed to load (hubspot); `nexus plugins list` says why" in result.stderr
+
+
 def test_duplicate_provider_id_is_skipped_and_the_first_keeps_working():
     reg = PluginRegistry()
     reg.register(provider_module("alpha"), "first")

@@ -32,7 +32,7 @@ def test_backfill_resumes_from_last_checkpoint_after_worker_kill(make_cluster, r
     wait(lambda: seq() == 50 and c.store.list_runs("t1", "i1")[0].status == "succeeded",
              timeout=60, what="the backfill to complete on the new worker")
     recovered_in = time.monotonic() - started
-    delivered = c.delivered(c.tmp / "sink" / "t1" / "records.jsonl")
+    delivered = c.delivered(c.tmp / "sink" / "t1" / "sim" / "streams" / "records.jsonl")
     assert len(delivered) == 5000  # every record id reached the sink
     twice = [i for i, n in delivered.items() if n > 1]
     assert len(twice) <= 100 and max(delivered.values()) <= 2  # at most one page twice
@@ -67,7 +67,7 @@ def test_worker_reconnects_after_redis_restart_and_every_job_completes(make_clus
             what="every backfill to complete after the restart")
         for i in ids:
             assert c.store.get_checkpoint("t1", i, "records", "backfill").seq == 10
-        delivered = c.delivered(c.tmp / "sink" / "t1" / "records.jsonl")
+        delivered = c.delivered(c.tmp / "sink" / "t1" / "sim" / "streams" / "records.jsonl")
         assert len(delivered) == 1000 and sum(delivered.values()) >= 8000
 
 
@@ -116,7 +116,7 @@ def test_sigterm_finishes_the_page_commits_and_leaves_a_continuation(make_cluste
     assert q.finished_job_registry.get_job_ids() == [job_id]
     continuation = q.job_ids
     assert continuation == [job_id.rsplit("__", 1)[0] + "__1"]
-    delivered = c.delivered(c.tmp / "sink" / "t1" / "records.jsonl")
+    delivered = c.delivered(c.tmp / "sink" / "t1" / "sim" / "streams" / "records.jsonl")
     assert len(delivered) == stopped_at * 100 and set(delivered.values()) == {1}
 
     # `nexus sync backfill --wait` follows the run across the continuation to the end
@@ -130,7 +130,7 @@ def test_sigterm_finishes_the_page_commits_and_leaves_a_continuation(make_cluste
     result = json.loads(out.stdout)
     assert result["status"] == "succeeded" and result["records"] == 3000
     assert result["pages"] == 30
-    delivered = c.delivered(c.tmp / "sink" / "t1" / "records.jsonl")
+    delivered = c.delivered(c.tmp / "sink" / "t1" / "sim" / "streams" / "records.jsonl")
     assert len(delivered) == 3000 and set(delivered.values()) == {1}
 
 
@@ -142,7 +142,8 @@ def test_a_plugin_bug_logs_its_traceback_once_then_one_line_per_retry(make_clust
     c = make_cluster(redis_url, total=100, page_size=100, INTEGRATION_MAX_RETRIES="3")
     c.install()
     job_id = c.service().start_backfill("sim", "t1", "i1")
-    proc = c.worker("--queues", "backfill", "--burst", RELIABILITY_BACKFILL_KEYERROR="no-such-field")
+    proc = c.worker("--queues", "backfill", "--workers", "1", "--burst",
+                    RELIABILITY_BACKFILL_KEYERROR="no-such-field")
     assert proc.wait(60) == 0
     logs = c.logs()
     assert queues.queue(queues.BACKFILL, c.redis).failed_job_registry.get_job_ids() == [job_id]
@@ -167,10 +168,11 @@ def test_a_horse_whose_worker_was_killed_stops_at_its_next_page_and_the_job_is_r
     for page in range(1, 31):
         c.sim.slow_page(page, 0.05)
     c.install()
-    first = c.worker("--queues", "backfill")
+    first = c.worker("--queues", "backfill", "--workers", "1")  # the worker is this process
     c.service().start_backfill("sim", "t1", "i1")
     wait(lambda: c.store.get_checkpoint("t1", "i1", "records", "backfill").seq >= 5,
          what="5 committed pages")
+
     def stat(pid):  # (state, process group) of a live process, None once it is gone
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -188,7 +190,7 @@ def test_a_horse_whose_worker_was_killed_stops_at_its_next_page_and_the_job_is_r
     c.worker("--queues", "backfill")
     wait(lambda: c.store.list_runs("t1", "i1")[0].status == "succeeded", timeout=60,
          what="the backfill to complete on a new worker")
-    delivered = c.delivered(c.tmp / "sink" / "t1" / "records.jsonl")
+    delivered = c.delivered(c.tmp / "sink" / "t1" / "sim" / "streams" / "records.jsonl")
     assert len(delivered) == 3000 and max(delivered.values()) <= 2
     assert sum(n - 1 for n in delivered.values()) <= 100  # at most one page twice
     assert "is gone; stopping here" in c.logs() and "recovered abandoned job" in c.logs()

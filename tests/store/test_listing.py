@@ -116,3 +116,25 @@ def test_installs_list_pages_with_limit_and_after(cli_env, store, db_url, keys):
     assert "more:" not in table.output
     bad = cli_env(["installs", "list", "--after", "not-a-cursor"], env)
     assert bad.exit_code == 2 and "--after" in bad.output
+
+
+def test_every_write_of_an_installation_or_its_credentials_is_announced(store):
+    """Workers drop their copy of an installation when told (nexus_core.sync.installations):
+    each writer calls ``on_change`` after its commit; a failed write announces nothing."""
+    from nexus_core.models import Credentials
+    from nexus_core.store import Conflict, Store
+    from nexus_core.store._changes import _WRITES
+
+    assert all(callable(getattr(Store, name)) for name in _WRITES)
+    heard = []
+    store.on_change = lambda tenant, install: heard.append((tenant, install))
+    store.add_installation("t1", "i1", "p1")
+    store.set_status("t1", "i1", "disabled")
+    store.update_installation("t1", "i1", config={"a": 1})
+    store.rotate_webhook_key("t1", "i1")
+    store.save_credentials("t1", "i1", Credentials(api_key="k"))
+    store.connect_installation("t1", "i1", "p1", Credentials(access_token="a"))
+    with pytest.raises(Conflict):
+        store.add_installation("t1", "i1", "p1")
+    store.remove_installation("t1", "i1")
+    assert heard == [("t1", "i1")] * 7

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -138,9 +139,10 @@ def test_a_reused_state_is_rejected_and_nothing_is_stored(
 def test_an_expired_state_is_rejected_and_nothing_is_stored(
     store, acme_registry, fakes, token_server, keys
 ):
-    env = fakes.settings_env(token_server.url, keys, NEXUS_OAUTH_STATE_TTL="0")
+    env = fakes.settings_env(token_server.url, keys, NEXUS_OAUTH_STATE_TTL="0.001")
     settings = load_settings(environ=env, env_file=None)
     q = _start(store, acme_registry, settings)
+    time.sleep(0.01)
     token_server.add_code("c", q["code_challenge"])
     with pytest.raises(AuthError, match="expired"):
         oauth.complete_authorization(store, acme_registry, "acme", "c", q["state"],

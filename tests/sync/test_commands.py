@@ -43,6 +43,20 @@ def test_dlq_list_requeue_and_purge(sync_env):
     assert json.loads(nexus("dlq", "list", "--json").output) == []
 
 
+def test_dlq_list_shows_the_error_not_its_hint(sync_env):
+    sync_env.install()
+    job_id = sync_env.service().start_backfill("sim", "t1", "i1")
+    sync_env.store.set_status("t1", "i1", "pending_authorization")
+    sync_env.work()
+    (listed,) = json.loads(nexus("dlq", "list", "--json").output)
+    assert listed["job_id"] == job_id
+    assert listed["error"].startswith("NexusError: installation is waiting for its OAuth "
+                                      "authorization; not syncing [provider=sim")
+    assert "hint:" in listed["traceback"]
+    table = nexus("dlq", "list").output
+    assert "NexusError: installation is waiting" in table and "hint:" not in table
+
+
 def test_dlq_requeue_all(sync_env):
     sync_env.install()
     sync_env.install(install="i2")

@@ -11,6 +11,7 @@ from falcon import testing
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from nexus_core.ids import split_key
 from nexus_core.jobs import webhook_request_of
 from nexus_core.queues import JOB_WEBHOOK, job_id
 
@@ -33,7 +34,8 @@ def test_hubspot_batch_is_routed_to_each_portals_installation_one_job_each(
     body = json.dumps(h.hubspot_events(62515, 777, 62515)).encode()
     resp = post(client, "/webhooks/hubspot", body, h.hubspot_headers(body))
     assert resp.status_code == 200, resp.text
-    assert resp.json == {"ok": True, "enqueued": 2, "duplicates": 0, "unknown_account_events": 0}
+    assert resp.json == {"ok": True, "enqueued": 2, "duplicates": 0, "unknown_account_events": 0,
+                         "ignored_installations": 0}
     enqueued = {(j.kwargs["tenant_id"], j.kwargs["install_id"]): j for j in jobs(webhook_queue)}
     assert set(enqueued) == {("tenant-a", "inst-a"), ("tenant-b", "inst-b")}
     job = enqueued[("tenant-a", "inst-a")]
@@ -45,7 +47,8 @@ def test_hubspot_batch_is_routed_to_each_portals_installation_one_job_each(
     assert request.url == h.PUBLIC_URL + "/webhooks/hubspot"
     assert request.header("X-HubSpot-Signature-v3")
     # one job per delivery and installation: the id ends with a digest of its events' eventIds
-    assert job.id.rsplit("__", 1)[0] == job_id("webhook", "hubspot", "tenant-a", "inst-a")
+    prefix = job_id("webhook", "hubspot", "tenant-a", "inst-a")
+    assert job.id.startswith(prefix + "__") and len(split_key(job.id)) == len(split_key(prefix)) + 1
 
 
 def test_replayed_delivery_answers_200_and_is_enqueued_once(client, webhook_queue, h):
@@ -54,7 +57,8 @@ def test_replayed_delivery_answers_200_and_is_enqueued_once(client, webhook_queu
     again = post(client, "/webhooks/hubspot", body, h.hubspot_headers(body))
     assert first.status_code == again.status_code == 200
     assert first.json["enqueued"] == 1 and again.json == {
-        "ok": True, "enqueued": 0, "duplicates": 1, "unknown_account_events": 0}
+        "ok": True, "enqueued": 0, "duplicates": 1, "unknown_account_events": 0,
+        "ignored_installations": 0}
     assert len(webhook_queue) == 1
 
 
@@ -83,14 +87,69 @@ def test_events_of_unknown_accounts_are_counted_and_dropped_not_refused(
     assert 'nexus_webhook_unknown_account_events_total{provider="hubspot"}' in metrics
 
 
-def test_per_installation_url_enqueues_for_that_installation(client, webhook_queue, h):
-    path = "/webhooks/hubspot/inst-b"
+def test_per_installation_url_enqueues_for_that_installation(client, store, webhook_queue, h):
+    key = store.get_installation("tenant-b", "inst-b").webhook_key
+    assert len(key) >= 32  # opaque and unguessable: not the install id
+    path = f"/webhooks/hubspot/{key}"
     body = json.dumps(h.hubspot_events(777)).encode()
     resp = post(client, path, body, h.hubspot_headers(body, path))
     assert resp.status_code == 200 and resp.json["enqueued"] == 1
     (job,) = jobs(webhook_queue)
     assert (job.kwargs["tenant_id"], job.kwargs["install_id"]) == ("tenant-b", "inst-b")
-    assert job.id == job_id("webhook", "hubspot", "tenant-b", "inst-b", "1")
+    assert job.id == job_id("webhook", "hubspot", "tenant-b", "inst-b", "i-1")
+
+
+def test_per_installation_url_does_not_need_unique_install_ids(client, store, webhook_queue, h):
+    """Defect 9: two tenants may both call an installation "main"; each URL reaches its own."""
+    store.add_installation("tenant-y", "main", "hubspot")
+    store.add_installation("tenant-z", "main", "hubspot")
+    for tenant in ("tenant-y", "tenant-z"):
+        key = store.get_installation(tenant, "main").webhook_key
+        path = f"/webhooks/hubspot/{key}"
+        body = json.dumps(h.hubspot_events(5, start=100 if tenant == "tenant-y" else 200)).encode()
+        assert post(client, path, body, h.hubspot_headers(body, path)).json["enqueued"] == 1
+    assert sorted(j.kwargs["tenant_id"] for j in jobs(webhook_queue)) == ["tenant-y", "tenant-z"]
+    old_path = "/webhooks/hubspot/main"  # the install id is no longer a URL
+    body = json.dumps(h.hubspot_events(5, start=300)).encode()
+    assert post(client, old_path, body, h.hubspot_headers(body, old_path)).status_code == 404
+
+
+def test_a_rotated_webhook_key_stops_the_old_url_at_once(app, store, webhook_queue, h):
+    client = testing.TestClient(app)
+    old = store.get_installation("tenant-b", "inst-b").webhook_key
+    new = store.rotate_webhook_key("tenant-b", "inst-b").webhook_key
+    assert new != old
+    body = json.dumps(h.hubspot_events(777)).encode()
+    resp = post(client, f"/webhooks/hubspot/{old}", body,
+                h.hubspot_headers(body, f"/webhooks/hubspot/{old}"))
+    assert resp.status_code == 404
+    resp = post(client, f"/webhooks/hubspot/{new}", body,
+                h.hubspot_headers(body, f"/webhooks/hubspot/{new}"))
+    assert resp.status_code == 200 and resp.json["enqueued"] == 1
+
+
+@pytest.mark.parametrize("status", ["disabled", "pending_authorization"])
+def test_deliveries_for_an_inactive_installation_are_answered_not_enqueued(
+    client, store, webhook_queue, h, status
+):
+    """Defect 10: they were answered 200 and enqueued, then failed in the worker."""
+    store.set_status("tenant-b", "inst-b", status)
+    body = json.dumps(h.hubspot_events(777, 62515)).encode()  # inst-b's portal and inst-a's
+    resp = post(client, "/webhooks/hubspot", body, h.hubspot_headers(body))
+    assert resp.status_code == 200
+    assert resp.json["enqueued"] == 1 and resp.json["ignored_installations"] == 1
+    assert [j.kwargs["install_id"] for j in jobs(webhook_queue)] == ["inst-a"]
+    key = store.get_installation("tenant-b", "inst-b").webhook_key
+    path = f"/webhooks/hubspot/{key}"
+    only_b = json.dumps(h.hubspot_events(777, start=40)).encode()
+    resp = post(client, path, only_b, h.hubspot_headers(only_b, path))
+    assert resp.status_code == 200 and resp.json["enqueued"] == 0
+    assert resp.json["ignored_installations"] == 1
+    assert len(webhook_queue) == 1
+    metrics = client.simulate_get("/metrics").text
+    assert (f'nexus_webhook_ignored_installations_total{{provider="hubspot",status="{status}"}}'
+            in metrics)
+    assert 'outcome="ignored_inactive",provider="hubspot"' in metrics
 
 
 def test_hubspot_v3_signature_covers_the_query_string_and_decoded_escapes(
@@ -348,12 +407,13 @@ def test_unknown_provider_is_404(client, nothing_enqueued, h):
     assert post(client, "/webhooks/quiet", body, headers).status_code == 404  # no webhooks
 
 
-def test_unknown_install_id_is_404(client, nothing_enqueued, h):
-    path = "/webhooks/hubspot/no-such-install"
+def test_unknown_webhook_key_is_404(client, store, nothing_enqueued, h):
+    path = "/webhooks/hubspot/no-such-key"
     body = json.dumps(h.hubspot_events(62515)).encode()
     resp = post(client, path, body, h.hubspot_headers(body, path))
-    assert resp.status_code == 404 and "no-such-install" in resp.json["error"]
-    other = "/webhooks/hubspot/inst-c"  # exists, but for another provider
+    assert resp.status_code == 404 and resp.json["error"] == "unknown webhook URL"
+    slack_key = store.get_installation("tenant-c", "inst-c").webhook_key
+    other = f"/webhooks/hubspot/{slack_key}"  # exists, but for another provider
     assert post(client, other, body, h.hubspot_headers(body, other)).status_code == 404
 
 

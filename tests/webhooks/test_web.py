@@ -25,15 +25,25 @@ from nexus_core.queues import BACKFILL, JOB_BACKFILL
 # -- OAuth ----------------------------------------------------------------------------------------
 
 
-def _authorize(client, tenant="t-9", install="i-9"):
-    resp = client.simulate_get("/integrations/hubspot/authorize",
-                               params={"tenant_id": tenant, "install_id": install})
+def _link(store, providers, settings, tenant="t-9", install="i-9", **kw):
+    from nexus_core import oauth
+
+    info = oauth.create_connect_link(store, providers, "hubspot", tenant, install,
+                                     settings=settings, **kw)
+    parts = urlsplit(info.url)
+    assert f"{parts.scheme}://{parts.netloc}" == settings.public_url
+    return parts.path, dict(parse_qs(parts.query, strict_parsing=True))
+
+
+def _authorize(client, store, providers, settings, tenant="t-9", install="i-9", **kw):
+    path, params = _link(store, providers, settings, tenant, install, **kw)
+    resp = client.simulate_get(path, params={k: v[0] for k, v in params.items()})
     assert resp.status_code == 302, resp.text
     return resp.headers["location"]
 
 
-def test_authorize_redirects_to_the_provider_with_state(client):
-    location = urlsplit(_authorize(client))
+def test_authorize_redirects_to_the_provider_with_state(client, store, providers, settings):
+    location = urlsplit(_authorize(client, store, providers, settings))
     assert f"{location.scheme}://{location.netloc}{location.path}" == \
         "https://app.hubspot.com/oauth/authorize"
     query = parse_qs(location.query)
@@ -43,9 +53,9 @@ def test_authorize_redirects_to_the_provider_with_state(client):
 
 
 def test_callback_stores_the_installation_enqueues_the_first_backfill_and_says_so(
-    client, store, redis_client
+    client, store, redis_client, providers, settings
 ):
-    state = parse_qs(urlsplit(_authorize(client)).query)["state"][0]
+    state = parse_qs(urlsplit(_authorize(client, store, providers, settings)).query)["state"][0]
     resp = client.simulate_get("/integrations/hubspot/callback",
                                params={"code": "good-4242", "state": state})
     assert resp.status_code == 200, resp.text
@@ -66,8 +76,10 @@ def test_callback_stores_the_installation_enqueues_the_first_backfill_and_says_s
     assert queues.active_job_id(redis_client, sync) == job.id
 
 
-def test_callback_with_a_refused_code_shows_why_and_enqueues_nothing(client, redis_client):
-    state = parse_qs(urlsplit(_authorize(client)).query)["state"][0]
+def test_callback_with_a_refused_code_shows_why_and_enqueues_nothing(
+    client, redis_client, store, providers, settings
+):
+    state = parse_qs(urlsplit(_authorize(client, store, providers, settings)).query)["state"][0]
     resp = client.simulate_get("/integrations/hubspot/callback",
                                params={"code": "bad", "state": state})
     assert resp.status_code == 400 and "refused the code" in resp.text
@@ -84,11 +96,78 @@ def test_callback_with_a_provider_error_or_missing_params_is_400(client):
     assert client.simulate_get("/integrations/hubspot/callback").status_code == 400
 
 
-def test_authorize_needs_tenant_and_install_and_a_known_provider(client):
-    assert client.simulate_get("/integrations/hubspot/authorize",
-                               params={"tenant_id": "t"}).status_code == 400
+def _oauth_rows(store):
+    import sqlalchemy as sa
+
+    with store.engine.connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM nexus_oauth_states")).scalar()
+
+
+def test_raw_tenant_and_install_ids_never_start_a_flow(client, store, providers, settings):
+    """Defect 11: an anonymous visitor could bind their own provider account to any tenant's
+    installation by naming it in the query string."""
+    resp = client.simulate_get("/integrations/hubspot/authorize",
+                               params={"tenant_id": "tenant-a", "install_id": "inst-a"})
+    assert resp.status_code == 401 and "connect link" in resp.text
+    assert "location" not in resp.headers
+    forged = client.simulate_get("/integrations/hubspot/authorize",
+                                 params={"token": "made-up", "tenant_id": "tenant-a"})
+    assert forged.status_code == 403
+    assert _oauth_rows(store) == 0
     assert client.simulate_get("/integrations/nope/authorize",
-                               params={"tenant_id": "t", "install_id": "i"}).status_code == 404
+                               params={"token": "x"}).status_code == 404
+
+
+def test_a_connect_link_works_once_for_its_provider_and_expires(
+    client, store, providers, settings
+):
+    path, params = _link(store, providers, settings)
+    query = {k: v[0] for k, v in params.items()}
+    wrong = client.simulate_get("/integrations/slack/authorize", params=query)
+    assert wrong.status_code == 403  # another provider's route: refused, and not spent
+    assert client.simulate_get(path, params=query).status_code == 302
+    again = client.simulate_get(path, params=query)
+    assert again.status_code == 403 and "works once" in again.text
+    assert _oauth_rows(store) == 1
+    path, params = _link(store, providers, settings, expires_in=0.001)
+    time.sleep(0.01)
+    expired = client.simulate_get(path, params={k: v[0] for k, v in params.items()})
+    assert expired.status_code == 403 and "expired" in expired.text
+    assert _oauth_rows(store) == 1
+
+
+def test_the_link_carries_the_config_through_the_callback(client, store, providers, settings):
+    location = _authorize(client, store, providers, settings, tenant="t-c", install="i-c",
+                          config={"streams": ["contacts"], "tier": "pro"})
+    state = parse_qs(urlsplit(location).query)["state"][0]
+    resp = client.simulate_get("/integrations/hubspot/callback",
+                               params={"code": "good-5151", "state": state})
+    assert resp.status_code == 200, resp.text
+    inst = store.get_installation("t-c", "i-c")
+    assert inst.config == {"streams": ["contacts"], "tier": "pro"}
+    assert (inst.status, inst.account_id) == ("active", "5151")
+
+
+def test_binding_another_provider_account_needs_a_reconnect_link(
+    client, store, providers, settings, nexus_logs
+):
+    def connect(code, **kw):
+        location = _authorize(client, store, providers, settings, tenant="t-r",
+                              install="i-r", **kw)
+        state = parse_qs(urlsplit(location).query)["state"][0]
+        return client.simulate_get("/integrations/hubspot/callback",
+                                   params={"code": code, "state": state})
+
+    assert connect("good-1000").status_code == 200
+    before = store.get_credentials("t-r", "i-r")
+    refused = connect("good-2000")  # an ordinary link, another HubSpot portal
+    assert refused.status_code == 400 and "account 1000" in refused.text
+    assert store.get_installation("t-r", "i-r").account_id == "1000"
+    assert store.get_credentials("t-r", "i-r").access_token == before.access_token
+    assert connect("good-1000").status_code == 200  # the same account: a plain reconnect
+    assert connect("good-2000", intent="reconnect").status_code == 200
+    assert store.get_installation("t-r", "i-r").account_id == "2000"
+    assert "reconnected from hubspot account 1000 to 2000" in nexus_logs.text
 
 
 # -- probes ---------------------------------------------------------------------------------------
@@ -127,13 +206,15 @@ def test_readyz_is_503_when_redis_or_the_store_is_down(settings, store, provider
 
 
 def test_ingest_webhook_enqueues_exactly_like_the_http_route(
-    settings, providers, redis_client, webhook_queue, h
+    settings, providers, redis_client, webhook_queue, store, h
 ):
     """IntegrationService.process_webhook(provider, tenant, install, headers, body) calls this."""
+    store.add_installation("tenant-x", "inst-x", "hubspot")
+    key = store.get_installation("tenant-x", "inst-x").webhook_key
     body = json.dumps(h.hubspot_events(62515)).encode()
-    headers = h.hubspot_headers(body, "/webhooks/hubspot/inst-x")
+    headers = h.hubspot_headers(body, f"/webhooks/hubspot/{key}")  # its URL, by default
     kw = {"tenant_id": "tenant-x", "install_id": "inst-x", "settings": settings,
-          "registry": providers, "redis": redis_client}
+          "registry": providers, "redis": redis_client, "store": store}
     result = wh.ingest_webhook("hubspot", headers, body, **kw)
     assert result.outcome == "enqueued" and len(result.jobs) == 1
     (job,) = [Job.fetch(i, connection=redis_client, serializer=JSONSerializer)
@@ -145,6 +226,30 @@ def test_ingest_webhook_enqueues_exactly_like_the_http_route(
     with pytest.raises(WebhookRejected) as exc:
         wh.ingest_webhook("hubspot", headers, body + b" ", **kw)
     assert exc.value.status == 401
+    assert len(webhook_queue) == 1
+
+
+def test_process_webhook_refuses_a_removed_installation_and_ignores_a_disabled_one(
+    settings, providers, redis_client, webhook_queue, store, h
+):
+    """Defect 10 on the service path: a removed installation is a 404, a disabled one is
+    answered without a job (both used to be enqueued and fail in the worker)."""
+    from nexus_core.service import IntegrationService
+
+    service = IntegrationService(settings, providers)
+    service._store, service._redis = store, redis_client
+    body = json.dumps(h.hubspot_events(62515)).encode()
+    url = "https://hooks.example.com/product/hubspot"
+    headers = h.hubspot_headers(body, "/product/hubspot")
+    with pytest.raises(WebhookRejected) as exc:
+        service.process_webhook("hubspot", "tenant-x", "gone", headers, body, url=url)
+    assert exc.value.status == 404
+    store.set_status("tenant-a", "inst-a", "disabled")
+    assert service.process_webhook("hubspot", "tenant-a", "inst-a", headers, body,
+                                   url=url) is None
+    assert len(webhook_queue) == 0
+    store.set_status("tenant-a", "inst-a", "active")
+    assert service.process_webhook("hubspot", "tenant-a", "inst-a", headers, body, url=url)
     assert len(webhook_queue) == 1
 
 
@@ -220,7 +325,8 @@ def test_nexus_serve_verifies_routes_and_enqueues_through_gunicorn(served, redis
             conn.close()
 
     assert call("POST", "/webhooks/example", body, headers) == (
-        200, b'{"ok":true,"enqueued":1,"duplicates":0,"unknown_account_events":0}')
+        200, b'{"ok":true,"enqueued":1,"duplicates":0,"unknown_account_events":0,'
+        b'"ignored_installations":0}')
     assert call("POST", "/webhooks/example", body, headers)[0] == 200  # replay
     status, text = call("POST", "/webhooks/example", body + b" ", headers)
     assert status == 401 and b"signature mismatch" in text
@@ -266,4 +372,4 @@ def test_serve_refuses_a_malformed_webhook_setting_before_starting(monkeypatch):
     finally:
         reset_settings()
     assert result.exit_code == 1
-    assert "NEXUS_WEBHOOK_MAX_BODY must be a number of bytes, got 'lots'" in result.output
+    assert "NEXUS_WEBHOOK_MAX_BODY must be an integer of bytes >= 1 and <= 67108864, got 'lots'" in result.output
