@@ -329,11 +329,9 @@ def _run_sync(kind: str, provider: str, tenant_id: str, install_id: str, stream:
                 "a delta starts from the cursor a backfill leaves")
         if run_ref["id"] is not None:
             env.store.finish_run(tenant_id, run_ref["id"], status, error=error)
-        if env.job is not None:
-            queues.handover_active(env.redis, sync, env.job.id, None)
-        if reporter is not None:
+        if reporter is not None:  # and the active-sync marker let go, in one round trip
             reporter.done(status, progress.pages, progress.records, run_id=run_ref["id"],
-                          error=error)
+                          error=error, release=queues.active_key(sync))
         logger.info("{} done: {} pages, {} records in {:.1f} s", kind, progress.pages,
                     progress.records, elapsed)
         return {**result, "status": "succeeded"}

@@ -81,10 +81,42 @@ class Reporter:
                 META_RECORDS: totals["records"]}
 
     def done(self, status: str, pages: int, records: int, *, run_id: str | None = None,
-             error: str | None = None) -> None:
-        publish(self.redis, self.key, {"type": "done", "job_id": self.job_id, "status": status,
-                                       "run_id": run_id, "error": error,
-                                       **self.totals(pages, records)})
+             error: str | None = None, release: str | None = None) -> None:
+        """The end; with ``release`` (an active-sync marker key, ``queues.active_key``), also
+        clear the marker if it still names this job — in the same round trip."""
+        event = {"type": "done", "job_id": self.job_id, "status": status, "run_id": run_id,
+                 "error": error, **self.totals(pages, records)}
+        if release is None:
+            publish(self.redis, self.key, event)
+            return
+        try:
+            _end_script()(keys=[release, self.key],
+                          args=[self.job_id, json.dumps(event, separators=(",", ":")), MAXLEN,
+                                TTL], client=self.redis)
+        except Exception as exc:  # the marker names a finished job: inactive all the same
+            logger.debug("end of {} not published: {}", self.job_id, exc)
+
+
+#: A sync job's end in one round trip: clear its active-sync marker if it still names this job
+#: (as ``queues.HANDOVER_ACTIVE_LUA`` to nobody) and append the ``done`` event.
+#: KEYS: marker, stream. ARGV: job id, event JSON, stream max length, stream TTL.
+END_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
+_end: Any = None
+
+
+def _end_script() -> Any:
+    global _end
+    if _end is None:
+        from redis.commands.core import Script
+
+        _end = Script(None, END_LUA.encode())
+    return _end
 
 
 def job_failed(redis: Any, job: Any, *, final: bool, error: str,
