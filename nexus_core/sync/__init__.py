@@ -8,7 +8,10 @@
 * :mod:`~nexus_core.sync.lease` — job leases and the recovery of jobs whose worker died;
 * :mod:`~nexus_core.sync.webhook` — a webhook delivery from the ingress to its job;
 * :mod:`~nexus_core.sync.health` — the health-check job;
-* :mod:`~nexus_core.sync.cron` — periodic deltas.
+* :mod:`~nexus_core.sync.cron` — periodic deltas, spread over the interval;
+* :mod:`~nexus_core.sync.follow` — a sync's progress stream (``nexus sync ... --wait``);
+* :mod:`~nexus_core.sync.installations` — a worker's copies of installations, dropped on change;
+* :mod:`~nexus_core.sync.rq_adapter` — every use of RQ beyond its public API.
 
 RQ stores the job functions under their historical names (:mod:`nexus_core.jobs`).
 """
