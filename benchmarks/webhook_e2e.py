@@ -136,7 +136,8 @@ def one_round(env: dict, client, deliveries: int, clients: int, no_fork: bool, t
     log = tmp / "e2e.log"
     server = _nexus("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
                     env=env, log=log)
-    worker_args = ["run-worker", "-q", "webhook"] + (["--no-fork"] if no_fork else [])
+    worker_args = ["run-worker", "--workers", "1", "-q", "webhook"] + \
+        (["--no-fork"] if no_fork else [])
     worker = _nexus(*worker_args, env=env, log=log)
     try:
         wi._wait_up(port, server)

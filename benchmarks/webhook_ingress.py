@@ -1,4 +1,5 @@
-"""Webhook ingress throughput: `nexus serve` vs a bare WSGI endpoint under the same gunicorn config.
+"""Webhook ingress throughput: `nexus serve` vs a hand-written Falcon + RQ ingress (and a bare WSGI
+endpoint, for information) under the same gunicorn config.
 
     python benchmarks/webhook_ingress.py            # 3 rounds of 10 s per server
     python benchmarks/webhook_ingress.py --quick    # 1 round of 3 s
@@ -7,8 +8,11 @@
 Each request is a signed HubSpot v3 delivery: a JSON array of 100 events (about 28 KB) for one
 portal, with fresh event ids (so nothing is deduplicated away). The nexus server verifies the
 signature, checks the timestamp window, parses, routes the portal to its installation through a
-SQLite store, dedupes in Redis and enqueues one RQ job per delivery; the bare server only reads
-the body and answers 200. Both run as gunicorn with the options `nexus serve --workers 2` uses.
+SQLite store, dedupes in Redis and enqueues one RQ job per delivery. The hand-written server is
+what a competent user would write with the same libraries (``handwritten_app``: Falcon, HMAC
+with ``hmac.compare_digest``, timestamp check, ``SET NX`` on the body's digest, ``Queue.enqueue``
+of the body). The bare server only reads the body and answers 200. All run as gunicorn with the
+options `nexus serve --workers 2` uses.
 
 The load generator is the same for both servers and shares the 2 cores with them, so it should
 cost little: `wrk` when installed (a Lua script builds and signs each delivery, HMAC through
@@ -16,10 +20,11 @@ libcrypto via LuaJIT's FFI), else a pool of Python client processes (about 4x th
 request). Rounds are interleaved and alternate which server goes first; medians are reported
 with the raw values.
 
-Prints requests/s, p50/p99 latency per server, the throughput ratio (target >= 0.6), and checks
-that every 200 from nexus is a job in the queue (jobs/200 >= 1: requests still in flight when
-wrk stops are enqueued but not counted). It starts its own redis-server. The end-to-end figure
-(POST to process_events) is benchmarks/webhook_e2e.py.
+Prints requests/s, p50/p99 latency per server, the throughput ratio nexus / hand-written (target
+>= 1.2) and nexus / bare (information), and checks that every 200 is a job in the queue
+(jobs/200 >= 1: requests still in flight when wrk stops are enqueued but not counted). It
+starts its own redis-server. The end-to-end figure (POST to process_events) is
+benchmarks/webhook_e2e.py.
 """
 
 from __future__ import annotations
@@ -75,6 +80,46 @@ def serve_nexus(port: int, threads: int) -> None:
     assert info.status == "ok", info.reason
     main(["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
           "--threads", str(threads)])
+
+
+def handwritten_app():
+    """The ingress a competent user would write with the same libraries: a Falcon resource that
+    checks the HubSpot v3 signature (``hmac.compare_digest``) and timestamp, dedupes on the
+    body's digest with ``SET NX`` and enqueues the body with RQ's ``Queue.enqueue`` (JSON)."""
+    import falcon
+    import redis
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    secret = os.environ["BENCH_WEBHOOK_SECRET"].encode()
+    public = os.environ["NEXUS_PUBLIC_URL"]
+    connection = redis.Redis.from_url(os.environ["REDIS_URL"])
+    queue = Queue("handwritten-webhooks", connection=connection, serializer=JSONSerializer)
+
+    class Hooks:
+        def on_post(self, req, resp):
+            body = req.bounded_stream.read()
+            ts = req.get_header("X-HubSpot-Request-Timestamp") or "0"
+            if abs(time.time() * 1000 - int(ts)) > 300_000:
+                raise falcon.HTTPUnauthorized(title="stale")
+            msg = b"POST" + (public + req.path).encode() + body + ts.encode()
+            expected = base64.b64encode(hmac.new(secret, msg, hashlib.sha256).digest()).decode()
+            if not hmac.compare_digest(expected, req.get_header("X-HubSpot-Signature-v3") or ""):
+                raise falcon.HTTPUnauthorized(title="bad signature")
+            seen = "handwritten:seen:" + hashlib.sha256(body).hexdigest()
+            if connection.set(seen, b"1", nx=True, ex=3 * 24 * 3600):
+                queue.enqueue("handwritten.handle_delivery", body.decode())
+            resp.media = {"ok": True}
+
+    app = falcon.App()
+    app.add_route(PATH, Hooks())
+    return app
+
+
+def serve_handwritten(port: int, threads: int) -> None:
+    from nexus_core.commands.serve import gunicorn_options, run_gunicorn
+
+    run_gunicorn(handwritten_app, gunicorn_options("127.0.0.1", port, 2, threads, 30))
 
 
 def serve_bare(port: int, threads: int) -> None:
@@ -372,11 +417,14 @@ def main() -> None:
                         help="gunicorn threads per worker, both servers (nexus serve --threads)")
     parser.add_argument("--serve-nexus", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-handwritten", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_nexus:
         return serve_nexus(args.serve_nexus, args.threads)
     if args.serve_bare:
         return serve_bare(args.serve_bare, args.threads)
+    if args.serve_handwritten:
+        return serve_handwritten(args.serve_handwritten, args.threads)
 
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -407,8 +455,9 @@ def main() -> None:
         client = redis_lib.Redis.from_url(server.url)
         rows = []
         for r in range(rounds):
-            # interleaved, alternating which server goes first (the machine's noise drifts)
-            for kind in (("bare", "nexus") if r % 2 == 0 else ("nexus", "bare")):
+            # interleaved, rotating which server goes first (the machine's noise drifts)
+            kinds = ["bare", "handwritten", "nexus"]
+            for kind in kinds[r % 3:] + kinds[:r % 3]:
                 port = free_port()
                 proc = _start(kind, port, args.threads, env)
                 try:
@@ -417,19 +466,21 @@ def main() -> None:
                         result = load_wrk(port, args.clients, seconds, warmup, tmp)
                     else:
                         result = load(port, args.clients, seconds, warmup)
-                    if kind == "nexus":
+                    if kind != "bare":
                         from nexus_core.queues import queue
 
-                        jobs = len(queue("integration-webhook", client))
+                        name = "integration-webhook" if kind == "nexus" else \
+                            "handwritten-webhooks"
+                        jobs = len(queue(name, client))
                         result["jobs_per_200"] = round(jobs / max(1, result["ok_total"]), 3)
                 finally:
                     _stop(proc)
                 result.update(round=r + 1, server=kind)
                 rows.append(result)
-                print(f"round {r + 1} {kind:5}  {result['rps']:8.1f} req/s  "
+                print(f"round {r + 1} {kind:11}  {result['rps']:8.1f} req/s  "
                       f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
                       f"statuses {result['statuses']}"
-                      + (f"  jobs/200 {result['jobs_per_200']}" if kind == "nexus" else ""),
+                      + (f"  jobs/200 {result['jobs_per_200']}" if kind != "bare" else ""),
                       flush=True)
         client.close()
 
@@ -437,26 +488,33 @@ def main() -> None:
         return [round(r[field], 2) for r in rows if r["server"] == kind]
 
     by_round = {(r["round"], r["server"]): r for r in rows}
-    ratios = [round(by_round[(i, "nexus")]["rps"] / by_round[(i, "bare")]["rps"], 3)
-              for i in range(1, rounds + 1)]
+
+    def ratios_to(base: str) -> list[float]:
+        return [round(by_round[(i, "nexus")]["rps"] / by_round[(i, base)]["rps"], 3)
+                for i in range(1, rounds + 1)]
+
     med = statistics.median
+    vs_hand, vs_bare = ratios_to("handwritten"), ratios_to("bare")
     summary = {
         "client": client_kind, "rounds": rounds, "seconds": seconds, "clients": args.clients,
         "threads": args.threads, "events_per_request": 100,
         "bare_rps": round(med(raw("bare", "rps")), 1),
+        "handwritten_rps": round(med(raw("handwritten", "rps")), 1),
         "nexus_rps": round(med(raw("nexus", "rps")), 1),
         "nexus_events_per_s": round(med(raw("nexus", "rps")) * 100),
-        "ratio_median": round(med(ratios), 3), "ratios": ratios,
-        "bare_p99_ms": round(med(raw("bare", "p99_ms")), 2),
-        "nexus_p99_ms": round(med(raw("nexus", "p99_ms")), 2),
-        "nexus_p50_ms": round(med(raw("nexus", "p50_ms")), 2),
-        "raw": {k: {"rps": raw(k, "rps"), "p99_ms": raw(k, "p99_ms")} for k in ("bare", "nexus")},
-        "jobs_per_200": [r["jobs_per_200"] for r in rows if r["server"] == "nexus"],
+        "ratio_vs_handwritten_median": round(med(vs_hand), 3), "ratios_vs_handwritten": vs_hand,
+        "ratio_vs_bare_median": round(med(vs_bare), 3), "ratios_vs_bare": vs_bare,
+        "p99_ms": {k: round(med(raw(k, "p99_ms")), 2) for k in ("bare", "handwritten", "nexus")},
+        "raw": {k: {"rps": raw(k, "rps"), "p99_ms": raw(k, "p99_ms")}
+                for k in ("bare", "handwritten", "nexus")},
+        "jobs_per_200": {k: [r["jobs_per_200"] for r in rows if r["server"] == k]
+                         for k in ("handwritten", "nexus")},
     }
     print(json.dumps(summary))
-    verdict = "meets" if summary["ratio_median"] >= 0.6 else "MISSES"
-    print(f"throughput ratio nexus/bare = {summary['ratio_median']:.2f} ({verdict} the 0.6 "
-          f"target); nexus p99 {summary['nexus_p99_ms']} ms vs bare {summary['bare_p99_ms']} ms")
+    verdict = "meets" if summary["ratio_vs_handwritten_median"] >= 1.2 else "MISSES"
+    print(f"throughput nexus / hand-written Falcon+RQ = "
+          f"{summary['ratio_vs_handwritten_median']:.2f} ({verdict} the 1.2 target); "
+          f"nexus / bare endpoint = {summary['ratio_vs_bare_median']:.2f} (information)")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,10 @@ COMMANDS: dict[str, str] = {
     "auth": "nexus_core.commands.auth:auth",
     "keys": "nexus_core.commands.keys:keys",
     "serve": "nexus_core.commands.serve:serve",
+    "simulate": "nexus_core.commands.simulate:simulate",
+    "dev": "nexus_core.commands.dev:dev",
+    "new-provider": "nexus_core.commands.new_provider:new_provider",
+    "redis": "nexus_core.commands.redis_cmd:redis_group",
 }
 
 

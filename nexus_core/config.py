@@ -214,6 +214,13 @@ SETTINGS: tuple[Setting, ...] = (
             Text("a password")),
     Setting("REDIS_DB", "0", "Redis database number when REDIS_URL is not set", "redis_db",
             Number(True, 0, 1_000_000)),
+    Setting("NEXUS_EMBEDDED_REDIS", "auto",
+            "No Redis configured: auto (development: localhost:6379, else start one under "
+            "NEXUS_EMBEDDED_REDIS_DIR), on, or off", "embedded_redis",
+            Choice(("auto", "on", "off"))),
+    Setting("NEXUS_EMBEDDED_REDIS_DIR", ".nexus/redis",
+            "Where the development Redis keeps its files (AOF, log, pid)", "embedded_redis_dir",
+            Text("a directory path")),
     Setting("INTEGRATION_WORKER_CONCURRENCY", "5",
             "Sizes the per-queue worker pools of `nexus run-worker`: seed concurrency x value / 5",
             "worker_concurrency", Number(True, 1, 1000)),
@@ -309,6 +316,8 @@ class Settings:
     redis_port: int = 6379
     redis_password: str = ""
     redis_db: int = 0
+    embedded_redis: str = "auto"
+    embedded_redis_dir: str = ".nexus/redis"
     worker_concurrency: int = 5
     max_retries: int = 3
     backoff_delay_ms: int = 2000

@@ -593,17 +593,14 @@ class _SharedPoolAdapter(HTTPAdapter):
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
                          **pool_kwargs: Any) -> None:
-        from urllib3 import PoolManager
-
-        self._pool_connections = connections
-        self._pool_maxsize = maxsize
-        self._pool_block = block
+        # requests' documented extension point: it sets up what it needs (pickling fields, a
+        # manager of its own, which is dropped), then the process's shared manager takes over.
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
         key = (connections, maxsize, block, tuple(sorted(pool_kwargs.items())))
         with _POOLS_LOCK:
             pool = _POOLS.get(key)
             if pool is None:
-                pool = _POOLS[key] = PoolManager(num_pools=connections, maxsize=maxsize,
-                                                 block=block, **pool_kwargs)
+                pool = _POOLS[key] = self.poolmanager
         self.poolmanager = pool
 
     def close(self) -> None:

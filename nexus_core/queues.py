@@ -29,7 +29,9 @@ WORKER_QUEUE_ORDER: tuple[str, ...] = (WEBHOOK, DELTA, HEALTH, BACKFILL)
 #: The seed's per-queue concurrency at INTEGRATION_WORKER_CONCURRENCY=5 (the default).
 BASE_CONCURRENCY: dict[str, int] = {BACKFILL: 2, DELTA: 5, WEBHOOK: 10, HEALTH: 3}
 
-#: Dotted paths of the job functions (RQ stores the path, not a pickled function).
+#: Dotted paths of the job functions (RQ stores the path, not a pickled function). A wire
+#: format: queued jobs of every release name them, so they never change (nexus_core.jobs
+#: resolves them to the code in nexus_core.sync; tests/sync/test_compat.py runs old jobs).
 JOB_BACKFILL = "nexus_core.jobs.run_backfill"
 JOB_DELTA = "nexus_core.jobs.run_delta"
 JOB_WEBHOOK = "nexus_core.jobs.run_webhook"
@@ -163,8 +165,9 @@ def redis_connection(settings: Settings | None = None, url: str | None = None) -
 
     if url is None:
         from nexus_core.config import get_settings
+        from nexus_core.embedded import resolve_url
 
-        url = (settings or get_settings()).redis_url
+        url = resolve_url(settings or get_settings())
     return redis_lib.Redis.from_url(
         url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30,
         **_driver_info(),

@@ -18,6 +18,7 @@ from urllib3 import exceptions as u3
 from urllib3.util import Retry
 
 from nexus_core.models import Timeouts
+from nexus_core.urllib3_compat import MethodAwareRetry
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 #: Answers retried (idempotent methods) and counted as breaker failures once retries are spent.
@@ -42,7 +43,7 @@ current_call: contextvars.ContextVar[CallState | None] = contextvars.ContextVar(
 )
 
 
-class SharedRetry(Retry):
+class SharedRetry(MethodAwareRetry):
     """urllib3's Retry, told what it cannot know on its own.
 
     * 429 is NOT retried here: urllib3 would sleep its Retry-After inside the worker however
@@ -72,9 +73,9 @@ class SharedRetry(Retry):
         new.multiplier, new.before_retry = self.multiplier, self.before_retry
         return new
 
-    def _is_method_retryable(self, method: str) -> bool:
+    def method_retryable(self, method: str) -> bool:
         call = current_call.get()
-        return (call is not None and call.any_method) or super()._is_method_retryable(method)
+        return (call is not None and call.any_method) or super().method_retryable(method)
 
     def increment(self, *args: Any, **kw: Any) -> SharedRetry:
         call = current_call.get()

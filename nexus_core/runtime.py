@@ -86,6 +86,9 @@ def reset() -> None:
         if _store is not None and _store[0] == os.getpid():
             _store[2].close()
         _store = _redis = None
+    from nexus_core.sync import installations
+
+    installations.reset()
 
 
 def load_installation(
@@ -150,14 +153,13 @@ def build_context(
         inst = check_installation(state.installation, provider)
     else:
         inst = load_installation(store, tenant_id, install_id, provider)
-    from nexus_core import oauth
-    from nexus_core.http import ProviderSession
-
     prov = registry.provider(inst.provider)
     creds: Credentials | None
     if prov.auth_type == "none":
         creds = None
     elif refresh and redis is not None and prov.auth_type == "oauth2":
+        from nexus_core import oauth
+
         creds = oauth.ensure_fresh(store, redis, registry, tenant_id, install_id, settings=settings)
     elif state is not None and reads_credentials(prov):
         creds = state.credentials
@@ -171,22 +173,69 @@ def build_context(
     refresher = None
     if redis is not None and prov.auth_type == "oauth2":
         def refresher(stale: Credentials | None = None) -> Credentials:
+            from nexus_core import oauth
+
             current["creds"] = oauth.refresh_credentials(
                 store, redis, registry, tenant_id, install_id, stale=stale, settings=settings
             )
             return current["creds"]
 
-    http = ProviderSession(
-        prov, tenant_id=tenant_id, install_id=install_id, account_id=inst.account_id,
-        redis=redis, registry=registry, credentials=credentials, refresh=refresher,
-        config=inst.config, settings=settings,
-    )
+    def session() -> Any:
+        from nexus_core.http import ProviderSession
+
+        return ProviderSession(
+            prov, tenant_id=tenant_id, install_id=install_id, account_id=inst.account_id,
+            redis=redis, registry=registry, credentials=credentials, refresh=refresher,
+            config=inst.config, settings=settings,
+        )
+
+    http = LazySession(session)
     log = logger.bind(provider=inst.provider, tenant_id=tenant_id, install_id=install_id)
     return ConnectorContext(
         tenant_id=tenant_id, install_id=install_id, provider=inst.provider, credentials=creds,
         config=dict(inst.config), metadata=dict(metadata or {}), account_id=inst.account_id,
         http=http, log=log,
     )
+
+
+class LazySession:
+    """``ctx.http``: the installation's :class:`~nexus_core.http.ProviderSession`, built at its
+    first use. Most webhook jobs never call the provider; building a session (requests' session
+    and adapters, the shared limiter and breaker, settings) and importing the HTTP stack would be
+    a large part of such a job. Attribute access and ``with`` are the session's own."""
+
+    __slots__ = ("_factory", "_session")
+
+    def __init__(self, factory: Any) -> None:
+        self._factory = factory
+        self._session: Any = None
+
+    @property
+    def session_built(self) -> bool:
+        return self._session is not None
+
+    def _get(self) -> Any:
+        if self._session is None:
+            self._session = self._factory()
+        return self._session
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+    def __enter__(self) -> Any:
+        return self._get().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the session if it was built (nothing to do otherwise)."""
+        if self._session is not None:
+            self._session.close()
+
+    def __repr__(self) -> str:
+        return f"<ctx.http: {self._session!r}>" if self._session is not None else \
+            "<ctx.http: not used yet>"
 
 
 def close_context(ctx: ConnectorContext) -> None:

@@ -232,9 +232,15 @@ class IntegrationService:
 
     def list_installations(
         self, tenant_id: str | None = None, *, provider: str | None = None,
-        status: str | None = None,
+        status: str | None = None, limit: int | None = None,
+        after: tuple[str, str] | None = None,
     ) -> list[Installation]:
-        """One tenant's installations, or every tenant's when ``tenant_id`` is None (operator)."""
+        """One tenant's installations, or every tenant's when ``tenant_id`` is None (operator).
+        With ``limit``, one page in (tenant id, install id) order, starting after the
+        installation ``after`` = (tenant id, install id)."""
+        if limit is not None:
+            return self.store.page_installations(limit=limit, after=after, tenant_id=tenant_id,
+                                                 provider=provider, status=status)
         if tenant_id is None:
             return self.store.list_all_installations(provider=provider, status=status)
         return [
@@ -408,10 +414,9 @@ class IntegrationService:
 
     def get_sync_stats(self) -> dict[str, Any]:
         """Installations by status and the latest sync runs by status (from the store)."""
-        installs = self.store.list_all_installations()
         runs = self.store.list_runs(limit=1000)
         return {
-            "installations": dict(Counter(i.status for i in installs)),
+            "installations": self.store.count_installations(),
             "recent_runs": dict(Counter(r.status for r in runs)),
             "records_synced_recent": sum(r.records for r in runs),
         }

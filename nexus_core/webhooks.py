@@ -6,8 +6,8 @@ body cap (413) → signature and timestamp (401) → parse → route to installa
 provider's account id, or by the opaque webhook key of a per-installation URL; installations
 that are disabled or still waiting for their OAuth authorization are answered 200 and not
 enqueued) → dedupe by delivery id in Redis (a duplicate is a 200 with nothing enqueued) →
-enqueue one job per delivery and installation (one Lua script per installation sets the dedupe
-mark and writes the job, in one round trip) → 200. Redis unreachable → 503: a delivery is never
+enqueue one job per delivery and installation (:mod:`nexus_core.sync.webhook`: the dedupe mark
+and the job in one atomic round trip) → 200. Redis unreachable → 503: a delivery is never
 acknowledged unless its job is in the queue.
 
 The signature schemes live in :mod:`nexus_core.webhook_schemes` and are re-exported here
@@ -222,7 +222,6 @@ class WebhookIngress:
         self._find_by_webhook_key = find_by_webhook_key
         self._find_by_account = find_by_account
         self._queue: Any = None
-        self._enqueue_script: Any = None
         self._retry = queues.retry_policy(settings.max_retries, settings.backoff_delay_ms)
         self._routes: dict[tuple[str, ...], tuple[float, Any]] = {}
 
@@ -479,94 +478,19 @@ class WebhookIngress:
         self, provider: Provider, request: WebhookRequest, targets: list[Target]
     ) -> tuple[list[str], list[str]]:
         """Enqueue the targets not seen before; returns (new job ids, job ids of replays).
-
-        One round trip: per target, :data:`_ENQUEUE_SCRIPT` sets the dedupe mark and writes
-        the RQ job (hash as ``Job.to_dict`` makes it, queue push, queue registration) atomically,
-        or does nothing for a replay. A crash can therefore never leave a mark without its job
-        (a delivery acknowledged but lost) nor a job without its mark.
-        """
+        One round trip; the dedupe mark and the job are written atomically
+        (:func:`nexus_core.sync.webhook.enqueue_deliveries`)."""
         if not targets:
             return [], []
-        from rq import Callback
-        from rq.job import JobStatus
-
-        from nexus_core.converters import unstructure
+        from nexus_core.sync.webhook import Delivery, enqueue_deliveries
 
         provider_ttl = provider.webhook.dedupe_ttl if provider.webhook else 0
-        ttl = int(max(self.options.dedupe_ttl, provider_ttl))
-        queue = self.queue()
-        # The raw body goes into each job's own Redis hash (queues.WEBHOOK_BODY_FIELD), not
-        # into its JSON arguments: RQ would base64-encode, JSON-encode and zlib-compress ~30 KB
-        # per delivery (most of the ingress's CPU). The field lives and expires with the job
-        # hash (RQ's saves only add fields), so a retried or requeued job still has its body.
-        meta = {"method": request.method, "url": request.url, "headers": request.headers,
-                "received_at": unstructure(request.received_at)}
-        script = self._script()
-        ids = [self.job_id(provider.id, t) for t in targets]
-        # One target (the common case): a plain EVALSHA. Several: one pipelined round trip
-        # (redis-py checks the script is loaded first, one more).
-        pipe = self.redis.pipeline(transaction=False) if len(targets) > 1 else None
-        client = pipe if pipe is not None else self.redis
-        fresh = []
-        for target, job_id in zip(targets, ids, strict=True):
-            job = queue.create_job(
-                queues.JOB_WEBHOOK,
-                kwargs={"provider": provider.id, "tenant_id": target.tenant_id,
-                        "install_id": target.install_id, "request": meta},
-                job_id=job_id,
-                description=f"webhook {provider.id} {target.tenant_id}/{target.install_id}",
-                retry=self._retry,
-                on_failure=Callback(queues.ON_FAILURE),
-                status=JobStatus.QUEUED,
-            )
-            # What Queue._enqueue_async_job sets before saving (origin, enqueued_at,
-            # default timeout, status); the script then does its HSET/RPUSH.
-            queue._prepare_for_queue(job)
-            fields: list[Any] = []
-            for name, value in job.to_dict().items():
-                if value is not None:
-                    fields += (name, value if isinstance(value, bytes | str) else str(value))
-            fresh.append(script(
-                keys=[self.seen_key(provider.id, target), job.key, queue.key,
-                      queue.redis_queues_keys],
-                args=[job_id, ttl, job.ttl if job.ttl else -1, queues.WEBHOOK_BODY_FIELD,
-                      request.body, *fields],
-                client=client,
-            ))
-        if pipe is not None:
-            with pipe:
-                fresh = pipe.execute()
-        jobs = [i for i, ok in zip(ids, fresh, strict=True) if ok]
-        duplicates = [i for i, ok in zip(ids, fresh, strict=True) if not ok]
-        return jobs, duplicates
-
-    def _script(self) -> Any:
-        if self._enqueue_script is None:
-            self._enqueue_script = self.redis.register_script(_ENQUEUE_SCRIPT)
-        return self._enqueue_script
-
-
-#: Claim a delivery for an installation and enqueue its RQ job, atomically (RQ's own
-#: ``UNIQUE_ENQUEUE_SCRIPT`` does the same HSET/EXPIRE/RPUSH, keyed on the job hash; ours is keyed
-#: on the dedupe mark, which outlives the job for the provider's retry window). The mark is
-#: written last: Redis does not roll a script back, so a failing write (a key of the wrong type)
-#: leaves no mark behind and the provider's retry is enqueued.
-#: KEYS: dedupe mark, job hash, queue list, RQ's set of queues.
-#: ARGV: job id, dedupe TTL, job TTL (-1: none), body field, body, job hash field/value pairs.
-_ENQUEUE_SCRIPT = """
-if redis.call("EXISTS", KEYS[1]) == 1 then
-    return 0
-end
-redis.call("HSET", KEYS[2], ARGV[4], ARGV[5], unpack(ARGV, 6))
-local ttl = tonumber(ARGV[3])
-if ttl and ttl > 0 then
-    redis.call("EXPIRE", KEYS[2], ttl)
-end
-redis.call("RPUSH", KEYS[3], ARGV[1])
-redis.call("SADD", KEYS[4], KEYS[3])
-redis.call("SET", KEYS[1], "done", "EX", ARGV[2])
-return 1
-"""
+        deliveries = [Delivery(t.tenant_id, t.install_id, self.job_id(provider.id, t),
+                               self.seen_key(provider.id, t)) for t in targets]
+        return enqueue_deliveries(
+            self.redis, self.queue(), provider.id, request, deliveries,
+            dedupe_ttl=int(max(self.options.dedupe_ttl, provider_ttl)), retry=self._retry,
+        )
 
 
 # -- metrics -----------------------------------------------------------------------------------

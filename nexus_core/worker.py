@@ -1,15 +1,9 @@
 """Workers: RQ's ``Worker``/``SimpleWorker`` with the JSON serializer, plugins loaded before the
 fork, prompt recovery of abandoned jobs and a warm shutdown that reaches the running job.
 
-Abandoned jobs. RQ notices a job whose worker died only when its execution's heartbeat TTL
-(``job_monitoring_interval`` + a hard-coded 60 s) has passed *and* a worker runs maintenance
-(every 10 minutes by default). Every sync job here holds a lease key in Redis, refreshed by a
-thread every NEXUS_JOB_LEASE_TTL/3 seconds (:class:`nexus_core.jobs._Lease`). A worker checks its
-queues' StartedJobRegistry at start and every few seconds while idle: a started job whose lease is
-gone (and which started more than one lease TTL ago) is moved to the FailedJobRegistry and
-requeued at the front with RQ's own requeue — without consuming one of its retries; after
-``MAX_RECOVERIES`` recoveries it stays in the dead-letter queue (a job that kills its worker
-must not loop forever). The job resumes from its last committed checkpoint.
+Abandoned jobs: every job holds a lease in Redis; a worker sweeps its queues' started jobs at
+start and every few seconds while idle and requeues those whose lease expired
+(:mod:`nexus_core.sync.lease`).
 """
 
 from __future__ import annotations
@@ -18,70 +12,21 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from loguru import logger
 
 from nexus_core import queues
 
-MAX_RECOVERIES = 3
+# Lease-based recovery lives with the lease (nexus_core.sync.lease); importable from here too.
+from nexus_core.sync.lease import MAX_RECOVERIES, recover_abandoned  # noqa: E402,F401
+from nexus_core.sync.rq_adapter import TracebackOncePerJob
 
 
-def recover_abandoned(
-    connection: Any, queue_names: Iterable[str], *, lease_ttl: float
-) -> list[str]:
-    """Requeue the started jobs of ``queue_names`` whose lease expired; returns their ids."""
-    from rq.job import Job, JobStatus
-    from rq.job_lifecycle import record_job_failure
-    from rq.rate_limit import release_slot
-    from rq.registry import StartedJobRegistry
-    from rq.serializers import JSONSerializer
-
-    recovered: list[str] = []
-    now = time.time()
-    for name in queue_names:
-        registry = StartedJobRegistry(name, connection=connection, serializer=JSONSerializer)
-        for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
-            if connection.exists(queues.lease_key(job_id)):
-                continue
-            try:
-                job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
-            except Exception:  # the job hash is gone: drop the leftover entry
-                connection.zrem(registry.key, f"{job_id}:{execution_id}")
-                continue
-            if job.get_status(refresh=False) != JobStatus.STARTED:
-                continue
-            started = job.started_at.timestamp() if job.started_at else 0
-            if now - started < lease_ttl:
-                continue  # its horse may not have taken the lease yet
-            # One recoverer per execution, even with several workers starting at once.
-            claim = queues.RECOVERY_CLAIM_PREFIX + f"{job_id}:{execution_id}"
-            if not connection.set(claim, b"1", nx=True, ex=max(60, int(lease_ttl * 4))):
-                continue
-            count = int(job.meta.get("nexus_recoveries", 0)) + 1
-            job.meta["nexus_recoveries"] = count
-            reason = (f"abandoned: its worker died (lease {queues.lease_key(job_id)} expired); "
-                      f"recovery {count}/{MAX_RECOVERIES}")
-            with connection.pipeline() as pipe:
-                pipe.zrem(registry.key, f"{job_id}:{execution_id}")
-                job.save_meta()
-                record_job_failure(job, reason, pipe)
-                pipe.execute()
-            release_slot(job)
-            if count > MAX_RECOVERIES:
-                logger.error("job {} abandoned {} times: left in the dead-letter queue", job_id,
-                             count - 1)
-                continue
-            job.failed_job_registry.requeue(job, at_front=True)
-            logger.warning("recovered abandoned job {} on {} (recovery {})", job_id, name, count)
-            recovered.append(job_id)
-    return recovered
-
-
-class _NexusWorkerMixin:
+class _NexusWorkerMixin(TracebackOncePerJob):
     """What every nexus worker adds to RQ's: JSON, short idle loop, lease-based recovery,
-    warm shutdown forwarded to the running job."""
+    warm shutdown forwarded to the running job, one traceback per failing job."""
 
     #: Seconds between recovery sweeps (derived from the lease TTL in __init__).
     recovery_interval: float = 5.0
@@ -102,16 +47,15 @@ class _NexusWorkerMixin:
         kwargs.setdefault("worker_ttl", 15 + max(1, int(self.recovery_interval)))
         super().__init__(queues_, *args, **kwargs)  # type: ignore[call-arg]
         self._last_recovery: float | None = None
-        load_plugins()  # before the fork: every work-horse inherits the loaded plugins
-        import nexus_core.http  # noqa: F401 - and the job code with what it imports lazily
-        import nexus_core.jobs  # noqa: F401
-        import nexus_core.oauth  # noqa: F401
+        self.nexus_stop_requested = False
+        self.nexus_burst = False
+        # Before the fork: every work-horse inherits the loaded plugins. The job code, the
+        # store and the HTTP stack are set up at the first job of each kind (harness.warm_up).
+        load_plugins()
 
-        try:  # likewise the store's engine and key ring (each horse gets its own connections)
-            # and the compiled SQL of a job's statements (each horse would compile it again)
-            runtime.get_store(settings).warm_up()
-        except Exception as exc:
-            logger.warning("store not reachable at worker start ({}); jobs will retry", exc)
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        self.nexus_burst = bool(kwargs.get("burst", args[0] if args else False))
+        return super().work(*args, **kwargs)  # type: ignore[misc,no-any-return]
 
     @property
     def should_run_maintenance_tasks(self) -> bool:
@@ -121,15 +65,13 @@ class _NexusWorkerMixin:
         return due or super().should_run_maintenance_tasks  # type: ignore[misc]
 
     def run_maintenance_tasks(self) -> None:
+        """Every few seconds (RQ's own maintenance: every 10 minutes): restart RQ's scheduler
+        process if it died (it does on a Redis outage; retries and deferred jobs would stall
+        until RQ's next maintenance) and requeue abandoned jobs."""
         self._last_recovery = time.monotonic()
         scheduler = getattr(self, "scheduler", None)
-        process = getattr(scheduler, "_process", None)
-        stopping = getattr(self, "_stop_requested", False)
-        if scheduler is not None and process is not None and not process.is_alive() \
-                and not stopping:
-            # RQ's scheduler process dies on a Redis outage and RQ restarts it only at its
-            # 10-minute maintenance: retries and deferred jobs would stall that long.
-            try:
+        if scheduler is not None and not self.nexus_stop_requested and not self.nexus_burst:
+            try:  # refreshes the lock it holds; starts the process when it is not running
                 scheduler.acquire_locks(auto_start=True)
             except Exception as exc:
                 logger.warning("restarting RQ's scheduler failed: {}", exc)
@@ -152,46 +94,63 @@ class _NexusWorkerMixin:
                 os.kill(horse, signal.SIGTERM)
 
 
-_JOB_CLASS: type | None = None
-
-
 def _job_class() -> type:
     """RQ's ``Job`` keeping the webhook body field (``queues.WEBHOOK_BODY_FIELD``) of the hash
     RQ's dequeue already read with HGETALL: the webhook job need not fetch it again."""
-    global _JOB_CLASS
-    if _JOB_CLASS is None:
-        from rq.job import Job
+    from nexus_core.sync.rq_adapter import job_class_keeping
 
-        field = queues.WEBHOOK_BODY_FIELD.encode()
-
-        class NexusJob(Job):
-            webhook_body: bytes | None = None
-
-            def restore(self, raw_data: Any) -> Any:
-                out = super().restore(raw_data)
-                body = raw_data.get(field)
-                self.webhook_body = body if isinstance(body, bytes) else None
-                return out
-
-        NexusJob.__module__ = __name__
-        _JOB_CLASS = NexusJob
-    return _JOB_CLASS
+    return job_class_keeping(queues.WEBHOOK_BODY_FIELD)
 
 
 def _classes() -> tuple[type, type]:
     from rq import SimpleWorker, Worker
 
     class NexusWorker(_NexusWorkerMixin, Worker):
-        """Forks a work-horse per job (isolation; the default)."""
+        """Forks a work-horse per job (isolation; the default). While a horse runs, this
+        process refreshes its job's lease each time it wakes to watch the horse (every
+        NEXUS_JOB_LEASE_TTL/3 s): the horse needs no thread of its own for it."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # RQ wakes every job_monitoring_interval (default 30 s) to heartbeat: at the
+            # lease's pace instead, and the lease is refreshed then (maintain_heartbeats).
+            self.job_monitoring_interval = max(1, int(self.lease_ttl / 3))
+            self._lease_written: str | None = None
+
+        def main_work_horse(self, job: Any, queue: Any) -> None:
+            from nexus_core.sync import lease
+
+            lease.parent_keeps_lease(os.getppid())
+            super().main_work_horse(job, queue)
+
+        def maintain_heartbeats(self, job: Any, execution: Any) -> None:
+            super().maintain_heartbeats(job, execution)
+            from nexus_core.sync import lease
+
+            try:
+                lease.refresh(self.connection, job.id, self.lease_ttl)
+                self._lease_written = job.id
+            except Exception as exc:  # Redis hiccup: the next wake-up tries again
+                logger.debug("lease refresh for {} failed: {}", job.id, exc)
+
+        def monitor_work_horse(self, job: Any, queue: Any, execution: Any) -> None:
+            try:
+                super().monitor_work_horse(job, queue, execution)
+            finally:
+                if self._lease_written == job.id:
+                    self._lease_written = None
+                    with contextlib.suppress(Exception):  # it expires anyway
+                        self.connection.delete(queues.lease_key(job.id))
 
         def fork_work_horse(self, job: Any, queue: Any) -> None:
             import gc
 
-            from nexus_core import jobs
+            from nexus_core.sync import harness
 
+            harness.warm_up(job.func_name)  # the first job of its kind: imports, caches
             # The job's first store reads, on this process's warm connection: the horse
             # inherits them and opens no database connection for a job that writes nothing.
-            jobs.preload(job)
+            harness.preload(job)
             # Move everything alive now out of the GC's reach before forking: the horse then
             # does not touch (copy) the parent's pages when it collects (CPython's pre-fork
             # recipe; cuts the per-job cost of a fork-per-job worker).
@@ -199,10 +158,16 @@ def _classes() -> tuple[type, type]:
             try:
                 super().fork_work_horse(job, queue)
             finally:
-                jobs.forget_preload()  # in this process; the horse has its copy
+                harness.forget_preload()  # in this process; the horse has its copy
 
     class NexusSimpleWorker(_NexusWorkerMixin, SimpleWorker):
-        """Runs jobs in its own process (tests, debugging)."""
+        """Runs jobs in its own process (``--no-fork``, tests)."""
+
+        def execute_job(self, job: Any, queue: Any) -> Any:
+            from nexus_core.sync import harness
+
+            harness.warm_up(job.func_name)
+            return super().execute_job(job, queue)
 
     NexusWorker.__module__ = NexusSimpleWorker.__module__ = __name__
     return NexusWorker, NexusSimpleWorker

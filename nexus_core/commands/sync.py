@@ -20,69 +20,125 @@ def sync() -> None:
 
 def _start(kind: str, provider: str, tenant: str, install: str, stream: str | None,
            wait: bool, as_json: bool) -> None:
-    from nexus_core.service import IntegrationService
-
     with user_errors():
+        if wait:
+            _start_and_follow(kind, provider, tenant, install, stream, as_json)
+            return
+        from nexus_core.service import IntegrationService
+
         service = IntegrationService().initialize()
         start = service.start_backfill if kind == "backfill" else service.start_delta
         job_id = start(provider, tenant, install, stream)
-        if not wait:
-            if as_json:
-                echo_json({"job_id": job_id})
-            else:
-                click.echo(job_id)
-            return
-        result = _wait(service, tenant, job_id, quiet=as_json)
         if as_json:
-            echo_json(result)
-        if result["status"] != "succeeded":
-            sys.exit(1)
+            echo_json({"job_id": job_id})
+        else:
+            click.echo(job_id)
 
 
-def _wait(service: Any, tenant: str, job_id: str, *, quiet: bool = False,
-          poll: float = 0.5) -> dict[str, Any]:
-    """Follow a sync (across its continuation jobs) until it ends, drawing a progress line."""
+def _start_and_follow(kind: str, provider: str, tenant: str, install: str,
+                      stream: str | None, as_json: bool) -> None:
+    """``--wait``: start with Redis alone (the job checks the installation and records the run,
+    :func:`~nexus_core.sync.enqueue.start_sync_by_job`) and follow the sync's progress stream
+    — this process never opens the store (no SQLAlchemy import)."""
+    from nexus_core.config import get_settings
+    from nexus_core.plugins import load_plugins
+    from nexus_core.queues import redis_connection
+    from nexus_core.sync.enqueue import SyncOptions, start_sync_by_job
+
+    settings = get_settings()
+    load_plugins().provider(provider)  # an unknown provider is an error now, not in a job
+    redis = redis_connection(settings)
+    job_id = start_sync_by_job(redis, kind, provider, tenant, install, stream,
+                               opts=SyncOptions.from_settings(settings))
+    result = _wait(redis, job_id, quiet=as_json)
+    if as_json:
+        echo_json(result)
+    elif result["error"]:
+        click.echo(f"{kind} {result['status']}: {result['error']}", err=True)
+    if result["status"] != "succeeded":
+        sys.exit(1)
+
+
+def _wait(redis: Any, job_id: str, *, quiet: bool = False) -> dict[str, Any]:
+    """Follow a sync (across its continuation jobs) until it ends, drawing a progress line.
+    Woken by each event of its progress stream (:mod:`nexus_core.sync.follow`); when none comes
+    for 2 s, the current job is looked at (a job run by an older worker publishes nothing)."""
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
     from rq.serializers import JSONSerializer
 
-    redis, store = service.redis, service.store
+    from nexus_core.sync import follow
+
     started = time.monotonic()
-    run_id = None
-    current = job_id
-    status = "queued"
-    run = None
-    while True:
+    job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+    run_id = (job.kwargs or {}).get("run_id") or (job.meta or {}).get("nexus_run_id")
+    state: dict[str, Any] = {"job_id": job_id, "run_id": run_id, "status": "queued",
+                             "pages": 0, "records": 0, "error": None}
+
+    def draw() -> None:
+        if quiet:
+            return
+        rate = state["records"] / max(time.monotonic() - started, 1e-6)
+        click.echo(f"\r{state['job_id'][-40:]:40}  {state['status']:12} pages "
+                   f"{state['pages']:6}  records {state['records']:9}  {rate:8.0f} rec/s",
+                   nl=False, err=True)
+
+    def settled_without_events() -> bool:
+        """The current job ended but told nobody (an older worker): read what RQ kept."""
         try:
-            job = Job.fetch(current, connection=redis, serializer=JSONSerializer)
+            current = Job.fetch(state["job_id"], connection=redis, serializer=JSONSerializer)
         except NoSuchJobError:
-            status = "finished"
-            job = None
-        if job is not None:
-            run_id = run_id or job.kwargs.get("run_id") or job.meta.get("nexus_run_id")
-            status = job.get_status(refresh=False).value
-            result = job.return_value() if status == "finished" else None
-            if isinstance(result, dict) and result.get("next_job_id"):
-                current = result["next_job_id"]
-                continue
-        if run_id:
-            run = store.get_run(tenant, run_id)
-        pages = run.pages if run else 0
-        records = run.records if run else 0
-        rate = records / max(time.monotonic() - started, 1e-6)
-        if not quiet:
-            click.echo(f"\r{current[-40:]:40}  {status:12} pages {pages:6}  records {records:9}  "
-                       f"{rate:8.0f} rec/s", nl=False, err=True)
+            state["status"] = "succeeded"
+            return True
+        status = current.get_status(refresh=False).value
+        if status == "finished":
+            result = current.return_value()
+            result = result if isinstance(result, dict) else {}
+            if result.get("next_job_id"):
+                state["job_id"] = result["next_job_id"]
+                return False
+            # "stale": another runner of the same sync committed and carries on
+            state["status"] = {"stale": "succeeded"}.get(result.get("status", ""),
+                                                          result.get("status") or "succeeded")
+            for field in ("pages", "records", "run_id"):
+                if result.get(field) is not None:
+                    state[field] = result[field]
+            return True
         if status in _TERMINAL:
+            latest = current.latest_result()
+            state["status"] = "failed"
+            state["error"] = (latest.exc_string or "").strip().splitlines()[-1] \
+                if latest is not None and latest.exc_string else status
+            return True
+        state["status"] = status
+        return False
+
+    draw()
+    for event in follow.events(redis, follow.key_of(job)):
+        if event is None:
+            if settled_without_events():
+                break
+            draw()
+            continue
+        state["pages"] = event.get("pages", state["pages"])
+        state["records"] = event.get("records", state["records"])
+        if event.get("run_id"):
+            state["run_id"] = event["run_id"]
+        kind = event["type"]
+        if kind == "continued":
+            state["job_id"], state["status"] = event["next_job_id"], "continued"
+        elif kind == "done":
+            state["job_id"] = event.get("job_id", state["job_id"])
+            state["status"], state["error"] = event["status"], event.get("error")
             break
-        time.sleep(poll)
+        else:
+            state["status"] = {"progress": "running"}.get(kind, kind)
+            state["error"] = event.get("error")
+        draw()
+    draw()
     if not quiet:
         click.echo("", err=True)
-    final = "succeeded" if status == "finished" and (run is None or run.status == "succeeded") \
-        else (run.status if run is not None and run.status != "running" else status)
-    return {"job_id": current, "run_id": run_id, "status": final,
-            "pages": run.pages if run else 0, "records": run.records if run else 0,
-            "error": run.error if run else None}
+    return state
 
 
 def _common(fn: Any) -> Any:

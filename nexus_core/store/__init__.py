@@ -25,7 +25,9 @@ from nexus_core.store._base import (
     SyncState,
     state_hash,
 )
+from nexus_core.store._changes import ChangeFeedMixin
 from nexus_core.store._credentials import CredentialsMixin
+from nexus_core.store._listing import InstallationKey, ListingMixin
 from nexus_core.store._sync import SyncMixin
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "INTENTS",
     "Conflict",
     "ConnectLink",
+    "InstallationKey",
     "OAuthState",
     "Store",
     "SyncRun",
@@ -43,5 +46,5 @@ __all__ = [
 ]
 
 
-class Store(CredentialsMixin, SyncMixin):
+class Store(ChangeFeedMixin, CredentialsMixin, SyncMixin, ListingMixin):
     """The store. Build it with :meth:`from_url` or :meth:`from_settings`; see the module doc."""

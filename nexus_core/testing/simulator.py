@@ -141,8 +141,11 @@ class PagedRecords:
     served from its cursor alone. Faults are armed per page number (1-based)."""
 
     def __init__(self, total: int, page_size: int = 100, *, payload_bytes: int = 64,
-                 latency: float = 0.0) -> None:
+                 latency: float = 0.0, moving_delta_cursor: bool = False) -> None:
         self.total = total
+        #: ``/changes`` answers the next cursor (``int(cursor) + 1``) instead of the same one,
+        #: as a provider whose changes cursor is a timestamp does: every delta commits.
+        self.moving_delta_cursor = moving_delta_cursor
         #: Seconds every records request takes (a remote provider's round trip).
         self.latency = latency
         self.page_size = page_size
@@ -196,7 +199,10 @@ class PagedRecords:
             data = {"results": self.page_records(start),
                     "next": str(end) if end < self.total else None}
         elif path == "/changes":
-            data = {"results": self.changes, "next": query.get("cursor") or "0"}
+            cursor = query.get("cursor") or "0"
+            if self.moving_delta_cursor and cursor.isdigit():
+                cursor = str(int(cursor) + 1)
+            data = {"results": self.changes, "next": cursor}
         else:
             start_response("404 Not Found", [("Content-Type", "application/json")])
             return [b'{"error":"not found"}']
@@ -264,10 +270,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--page-size", type=int, default=100)
     parser.add_argument("--payload-bytes", type=int, default=64)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--moving-delta-cursor", action="store_true",
+                        help="/changes answers a new cursor each time (every delta commits)")
     args = parser.parse_args(argv)
     server = SimulatorServer(PagedRecords(args.total, args.page_size,
                                           payload_bytes=args.payload_bytes,
-                                          latency=args.latency_ms / 1000), port=args.port)
+                                          latency=args.latency_ms / 1000,
+                                          moving_delta_cursor=args.moving_delta_cursor),
+                             port=args.port)
     print(server.url, flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server._server.serve_forever(poll_interval=0.05)

@@ -132,3 +132,96 @@ def test_sigterm_finishes_the_page_commits_and_leaves_a_continuation(make_cluste
     assert result["pages"] == 30
     delivered = c.delivered(c.tmp / "sink" / "t1" / "sim" / "streams" / "records.jsonl")
     assert len(delivered) == 3000 and set(delivered.values()) == {1}
+
+
+def test_a_plugin_bug_logs_its_traceback_once_then_one_line_per_retry(make_cluster, redis_url):
+    """A KeyError in a plugin's backfill, retried 3 times across work-horses: the worker's
+    output holds one traceback, then one line per retry."""
+    from nexus_core import queues
+
+    c = make_cluster(redis_url, total=100, page_size=100, INTEGRATION_MAX_RETRIES="3")
+    c.install()
+    job_id = c.service().start_backfill("sim", "t1", "i1")
+    proc = c.worker("--queues", "backfill", "--workers", "1", "--burst",
+                    RELIABILITY_BACKFILL_KEYERROR="no-such-field")
+    assert proc.wait(60) == 0
+    logs = c.logs()
+    assert queues.queue(queues.BACKFILL, c.redis).failed_job_registry.get_job_ids() == [job_id]
+    assert logs.count("KeyError: 'no-such-field'") >= 4  # four attempts, each reported
+    assert logs.count("Traceback (most recent call last)") == 1
+    again = [line for line in logs.splitlines() if f"job {job_id} failed again" in line]
+    assert len(again) == 3, logs
+    assert "attempt 4" in again[-1] and "no retries left" in again[-1]
+
+
+def test_a_horse_whose_worker_was_killed_stops_at_its_next_page_and_the_job_is_recovered(
+        make_cluster, redis_url, wait):
+    """The worker keeps its horse's lease: SIGKILL of the worker alone leaves the horse, which
+    notices at its next page boundary, exits, and the job is recovered from that page."""
+    import os
+    import signal
+    from pathlib import Path
+
+    from tests.reliability.conftest import descendants
+
+    c = make_cluster(redis_url, total=3000, page_size=100)
+    for page in range(1, 31):
+        c.sim.slow_page(page, 0.05)
+    c.install()
+    first = c.worker("--queues", "backfill", "--workers", "1")  # the worker is this process
+    c.service().start_backfill("sim", "t1", "i1")
+    wait(lambda: c.store.get_checkpoint("t1", "i1", "records", "backfill").seq >= 5,
+         what="5 committed pages")
+
+    def stat(pid):  # (state, process group) of a live process, None once it is gone
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (fields[0], int(fields[2])) if fields[0] != "Z" else None
+
+    # RQ puts the work-horse in a process group of its own
+    (horse,) = [p for p in descendants(first.pid) if (stat(p) or ("", 0))[1] == p]
+    os.kill(first.pid, signal.SIGKILL)  # the worker only: its horse lives on, orphaned
+    first.wait(10)
+    wait(lambda: stat(horse) is None, timeout=10, what="the orphaned horse to exit")
+    stopped_at = c.store.get_checkpoint("t1", "i1", "records", "backfill").seq
+    assert stopped_at < 30
+    c.worker("--queues", "backfill")
+    wait(lambda: c.store.list_runs("t1", "i1")[0].status == "succeeded", timeout=60,
+         what="the backfill to complete on a new worker")
+    delivered = c.delivered(c.tmp / "sink" / "t1" / "sim" / "streams" / "records.jsonl")
+    assert len(delivered) == 3000 and max(delivered.values()) <= 2
+    assert sum(n - 1 for n in delivered.values()) <= 100  # at most one page twice
+    assert "is gone; stopping here" in c.logs() and "recovered abandoned job" in c.logs()
+
+
+def test_sync_wait_follows_a_running_worker_without_opening_the_store(make_cluster, redis_url):
+    """`nexus sync backfill --wait` against a live worker: the CLI starts the sync and follows
+    its progress stream with Redis alone — SQLAlchemy is never imported in the CLI."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    c = make_cluster(redis_url, total=1000, page_size=100)
+    c.install()
+    c.worker("--queues", "backfill")
+    launcher = str(Path(__file__).with_name("worker_main.py"))
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", launcher, "sync", "backfill", "sim", "--tenant",
+         "t1", "--install", "i1", "--wait", "--json"],
+        env={**os.environ, **c.env}, capture_output=True, text=True, timeout=60, cwd=c.tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert (result["status"], result["pages"], result["records"]) == ("succeeded", 10, 1000)
+    assert result["run_id"] == c.store.list_runs("t1", "i1")[0].run_id
+    imported = [line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "rq" in imported and not any(m.startswith("sqlalchemy") for m in imported)
+
+    bad = subprocess.run(
+        [sys.executable, launcher, "sync", "backfill", "sim", "-t", "t1", "-i", "nope", "--wait"],
+        env={**os.environ, **c.env}, capture_output=True, text=True, timeout=60, cwd=c.tmp)
+    assert bad.returncode == 1 and "not found" in bad.stderr

@@ -5,6 +5,7 @@ Usage: python tests/reliability/worker_main.py run-worker --queues backfill ...
 Registers the simulator provider (``sim``) and, with RELIABILITY_SINK_FILE set, a file sink that
 can fail once on a given page (RELIABILITY_FAIL_RECORD: the id of that page's first record;
 RELIABILITY_FAIL_MARKER: a file that records that it has failed already, across processes).
+With RELIABILITY_BACKFILL_KEYERROR set, every backfill raises KeyError (a plugin bug).
 """
 
 import json
@@ -33,11 +34,20 @@ class FileSink:
             fh.flush()
 
 
+class BuggyBackfill:
+    @hookimpl(wrapper=True)
+    def backfill(self, ctx, stream, cursor):
+        raise KeyError(os.environ["RELIABILITY_BACKFILL_KEYERROR"])
+        yield  # a wrapper is a generator
+
+
 def main():
     registry = load_plugins()
     registry.register(paged_provider(), "sim")
     if os.environ.get("RELIABILITY_SINK_FILE"):
         registry.register(FileSink(os.environ["RELIABILITY_SINK_FILE"]), "file-sink")
+    if os.environ.get("RELIABILITY_BACKFILL_KEYERROR"):
+        registry.register(BuggyBackfill(), "buggy-backfill")
     from nexus_core.cli import main as cli
 
     cli(sys.argv[1:])

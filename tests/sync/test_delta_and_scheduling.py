@@ -39,7 +39,9 @@ def test_delta_reads_from_the_stored_cursor_and_commits_after_the_sink(sync_env)
 
 
 def test_each_cron_slot_is_enqueued_once_even_with_two_schedulers(sync_env):
-    from nexus_core.scheduler import build_scheduler, enqueue_slot
+    import time
+
+    from nexus_core.scheduler import DeltaScheduler, enqueue_slot
     from nexus_core.sync import SyncOptions
 
     _backfilled(sync_env)
@@ -47,23 +49,123 @@ def test_each_cron_slot_is_enqueued_once_even_with_two_schedulers(sync_env):
     sync_env.store.add_installation("t3", "off", "sim", config={})
     sync_env.store.set_status("t3", "off", "disabled")
     opts = SyncOptions()
+    # slot 42 is long over: its deltas are due at once
     first = enqueue_slot(sync_env.redis, sync_env.store, 42, interval=300, opts=opts)
     second = enqueue_slot(sync_env.redis, sync_env.store, 42, interval=300, opts=opts)
     assert len(first) == 2 and second == []
-    assert queues.queue(queues.DELTA, sync_env.redis).count == 2
+    delta_q = queues.queue(queues.DELTA, sync_env.redis)
+    assert delta_q.count == 2
     sync_env.work()
     # the jobs are gone from the queue but their ids stay taken for the slot
     assert enqueue_slot(sync_env.redis, sync_env.store, 42, interval=300, opts=opts) == []
     assert len(enqueue_slot(sync_env.redis, sync_env.store, 43, interval=300, opts=opts)) == 2
+    sync_env.work()
 
-    # RQ's CronScheduler with our fan-out entry: two schedulers, one enqueue per installation
-    a, b = build_scheduler(sync_env.redis), build_scheduler(sync_env.redis)
-    for s in (a, b):
-        s.get_jobs()[0].next_enqueue_time = s.get_jobs()[0].next_enqueue_time.replace(year=2000)
-        assert s.enqueue_jobs()
-    assert queues.queue(queues.DELTA, sync_env.redis).count == 2
-    job = queues.queue(queues.DELTA, sync_env.redis).jobs[0]
+    # two schedulers ticking in the current slot: one delta per installation, at its phase
+    from nexus_core.config import get_settings
+
+    now = time.time()
+    a, b = (DeltaScheduler(sync_env.redis, get_settings(), interval=300, store=sync_env.store)
+            for _ in range(2))
+    ran_a, ran_b = a.tick(now), b.tick(now)
+    assert len(ran_a.jobs) == 2 and ran_b.jobs == [] and ran_b.taken == 2
+    assert a.tick(now) is None  # once per slot
+    ids = delta_q.scheduled_job_registry.get_job_ids() + delta_q.job_ids
+    assert sorted(ids) == sorted(ran_a.jobs)
+    job = delta_q.fetch_job(ids[0])
     assert "__slot" in job.id and job.serializer.__name__ == "JSONSerializer"
+
+
+def _installs(store, n, start=0):
+    """``n`` active installations in one statement (add_installation commits one by one)."""
+    import sqlalchemy as sa
+
+    from nexus_core.models import utcnow
+    from nexus_core.store import schema
+
+    now = utcnow()
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(schema.installations), [
+            {"tenant_id": f"t{i % 7}", "install_id": f"i{i:05d}", "provider": "sim",
+             "account_id": None, "status": "active", "config": "{}", "created_at": now,
+             "updated_at": now} for i in range(start, start + n)])
+
+
+def test_periodic_deltas_are_spread_over_the_interval_at_a_stable_phase(sync_env):
+    from nexus_core.scheduler import fan_out
+    from nexus_core.sync import SyncOptions
+
+    _installs(sync_env.store, 400)
+    interval, slot = 300, 10_000_000
+    start = slot * interval
+    out = fan_out(sync_env.redis, sync_env.store, slot, interval=interval, opts=SyncOptions(),
+                  batch_size=150, now=start)
+    assert len(out.jobs) == out.installations == 400
+    registry = queues.queue(queues.DELTA, sync_env.redis).scheduled_job_registry
+    due = dict(sync_env.redis.zrange(registry.key, 0, -1, withscores=True))
+    assert len(due) + queues.queue(queues.DELTA, sync_env.redis).count == 400
+    offsets = sorted(score - start for score in due.values())
+    assert offsets[0] >= 0 and offsets[-1] < interval
+    tenths = [sum(1 for o in offsets if k * 30 <= o < (k + 1) * 30) for k in range(10)]
+    assert min(tenths) >= 15 and max(tenths) <= 70, tenths  # ~40 each: no herd
+    # the next slot puts every installation at the same offset again
+    sync_env.redis.delete(*(queues.active_key(queues.sync_key("delta", "sim", f"t{i % 7}",
+                                                              f"i{i:05d}", None))
+                            for i in range(400)))
+    fan_out(sync_env.redis, sync_env.store, slot + 1, interval=interval, opts=SyncOptions(),
+            now=start + interval)
+    later = dict(sync_env.redis.zrange(registry.key, 0, -1, withscores=True))
+    for member, score in due.items():
+        twin = member.replace(f"slot{slot}".encode(), f"slot{slot + 1}".encode())
+        assert abs(later[twin] - score - interval) < 0.01
+
+
+def test_a_scheduler_starting_mid_slot_spreads_the_passed_phases_over_what_is_left(sync_env):
+    from nexus_core.scheduler import fan_out
+    from nexus_core.sync import SyncOptions
+
+    _installs(sync_env.store, 200)
+    interval, slot = 300, 10_000_000
+    now = slot * interval + 200  # two thirds in
+    fan_out(sync_env.redis, sync_env.store, slot, interval=interval, opts=SyncOptions(), now=now)
+    delta_q = queues.queue(queues.DELTA, sync_env.redis)
+    due = [s for _m, s in sync_env.redis.zrange(delta_q.scheduled_job_registry.key, 0, -1,
+                                                 withscores=True)]
+    assert len(due) + delta_q.count == 200
+    assert all(now <= s < (slot + 1) * interval for s in due)
+    assert delta_q.count < 10  # at once: only those due within the next second
+
+
+def test_an_installation_whose_last_delta_still_runs_skips_the_slot(sync_env):
+    from nexus_core.scheduler import fan_out
+    from nexus_core.sync import SyncOptions
+
+    sync_env.install()
+    first = fan_out(sync_env.redis, sync_env.store, 42, interval=300, opts=SyncOptions())
+    assert len(first.jobs) == 1  # queued, no worker yet
+    second = fan_out(sync_env.redis, sync_env.store, 43, interval=300, opts=SyncOptions())
+    assert second.jobs == [] and second.skipped == 1
+
+
+def test_a_manual_delta_runs_the_scheduled_periodic_delta_now(sync_env):
+    import time
+
+    from nexus_core.scheduler import fan_out
+    from nexus_core.sync import SyncOptions
+
+    _backfilled(sync_env)
+    interval = 3600
+    slot = int(time.time() // interval)
+    now = slot * interval  # every phase still ahead
+    out = fan_out(sync_env.redis, sync_env.store, slot, interval=interval, opts=SyncOptions(),
+                  now=now)
+    delta_q = queues.queue(queues.DELTA, sync_env.redis)
+    assert delta_q.count == 0  # t1/i1's phase is ~1,085 s into the hour
+    assert delta_q.scheduled_job_registry.get_job_ids() == out.jobs
+    assert sync_env.service().start_delta("sim", "t1", "i1") == out.jobs[0]
+    assert delta_q.job_ids == out.jobs and delta_q.scheduled_job_registry.count == 0
+    sync_env.work()
+    assert delta_q.finished_job_registry.get_job_ids() == out.jobs
 
 
 def test_webhook_job_normalizes_the_delivery_and_hands_events_to_the_sinks(sync_env):
@@ -165,3 +267,65 @@ def test_queue_stats_and_connector_stats(sync_env):
     assert set(stats["queues"]) == set(queues.ALL_QUEUES)
     conn = service.get_connector_stats(sync=True)
     assert conn["installations"] == {"active": 1} and conn["recent_runs"] == {"succeeded": 1}
+
+
+def test_a_job_in_the_workers_own_process_writes_a_lease_only_once_it_runs_long(sync_env,
+                                                                                 monkeypatch):
+    """``--no-fork``: one keeper thread per process refreshes the leases of jobs running longer
+    than TTL/3; a short job writes none (recovery only looks at jobs older than one TTL)."""
+    import time
+
+    from nexus_core import hookimpl
+    from nexus_core.config import reset_settings
+
+    monkeypatch.setenv("NEXUS_JOB_LEASE_TTL", "0.6")
+    reset_settings()
+    seen = []
+
+    class SlowSink:
+        @hookimpl
+        def process_records(self, ctx, stream, records):
+            key = queues.lease_key(ctx.metadata["job_id"])
+            if records[0].id == "rec-0000000":
+                seen.append(("start", sync_env.redis.exists(key)))
+                time.sleep(0.5)
+                seen.append(("after 0.5 s", sync_env.redis.exists(key)))
+
+    sync_env.registry.register(SlowSink(), "slow-sink")
+    sync_env.install()
+    job_id = sync_env.service().start_backfill("sim", "t1", "i1")
+    sync_env.work()
+    assert seen == [("start", 0), ("after 0.5 s", 1)]
+    assert not sync_env.redis.exists(queues.lease_key(job_id))  # released at the end
+    # a short job: no lease write at all (Redis reports every write to a lease key)
+    sync_env.registry.unregister(name="slow-sink")
+    sync_env.redis.config_set("notify-keyspace-events", "KA")
+    watch = sync_env.redis.pubsub()
+    watch.psubscribe("__keyspace@*__:nexus:lease:*")
+    sync_env.service().start_backfill("sim", "t1", "i1")
+    sync_env.work()
+    events = []
+    while (message := watch.get_message(timeout=0.2)) is not None:
+        events.append(message)
+    watch.close()
+    assert [e["type"] for e in events] == ["psubscribe"]
+
+
+def test_a_periodic_delta_without_records_moves_its_cursor_and_records_no_run(sync_env):
+    from nexus_core.scheduler import enqueue_slot
+    from nexus_core.sync import SyncOptions
+
+    _backfilled(sync_env)
+    runs = len(sync_env.store.list_runs("t1", "i1"))
+    sync_env.sim.moving_delta_cursor = True
+    sync_env.store.commit_page("t1", "i1", "records", "delta", "7", seq=2)
+    enqueue_slot(sync_env.redis, sync_env.store, 42, interval=300, opts=SyncOptions())
+    sync_env.work()
+    cp = sync_env.store.get_checkpoint("t1", "i1", "records", "delta")
+    assert (cp.cursor, cp.seq) == ("8", 3)
+    assert len(sync_env.store.list_runs("t1", "i1")) == runs  # nothing read, no run
+    sync_env.sim.changes = [{"id": "rec-0000001", "index": 1}]
+    enqueue_slot(sync_env.redis, sync_env.store, 43, interval=300, opts=SyncOptions())
+    sync_env.work()
+    run = sync_env.store.list_runs("t1", "i1")[0]
+    assert (run.kind, run.status, run.records, run.pages) == ("delta", "succeeded", 1, 1)

@@ -1,20 +1,25 @@
-"""The example connector: the class style (``BaseConnector``), every method a hook.
+"""The Example Widgets connector: OAuth2 with rotating refresh tokens, cursor paging, inclusive
+``updated_at`` deltas, Standard Webhooks — the shape most SaaS APIs have, in the class style
+(``BaseConnector``: every method named after a hook is that hook).
 
-Records are generated from their index, so any page can be recomputed from its cursor alone —
-exactly the property a real connector needs from its provider's paging (a stable cursor).
+Everything network-shaped goes through ``ctx.http``: the core applies the shared rate limit,
+retries, the circuit breaker, the access token and its refresh. The connector only knows the
+API's paths and shapes (see :mod:`nexus_example.simulator` for the API it talks to).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
+from typing import Any
 
 from nexus_core import (
     BaseConnector,
     ConnectorContext,
     Health,
+    OAuthConfig,
     Provider,
+    ProviderError,
     RateLimits,
     Record,
     Stream,
@@ -24,42 +29,46 @@ from nexus_core import (
     WebhookRequest,
 )
 
-EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+API = "https://api.example-widgets.test"
+PAGE = 100
 
 
-def _int_config(ctx: ConnectorContext, key: str, default: int) -> int:
-    value = ctx.config.get(key, default)
-    if not isinstance(value, int) or value < 0:
-        raise ValueError(f"example: config {key!r} must be a non-negative integer, got {value!r}")
-    return value
+def _body(ctx: ConnectorContext, resp: Any, what: str) -> dict[str, Any]:
+    """The JSON of a successful answer; any other 4xx is a permanent error naming the call
+    (``ctx.http`` already raised for 401-after-refresh, 429 and 5xx)."""
+    if resp.status_code >= 400:
+        raise ProviderError(f"Example API answered {resp.status_code} for {what}: "
+                            f"{resp.text[:200]}", status=resp.status_code, provider=ctx.provider,
+                            tenant_id=ctx.tenant_id, install_id=ctx.install_id)
+    return resp.json()
 
 
-def make_record(stream: str, index: int, version: int = 0) -> Record:
-    digest = hashlib.sha256(f"{stream}:{index}:{version}".encode()).hexdigest()
-    record_id = f"{stream[:-1]}-{index:07d}"
-    updated_at = EPOCH + timedelta(seconds=index + version * 86400)
-    return Record(
-        id=record_id,
-        stream=stream,
-        data={"id": record_id, "index": index, "name": f"{stream[:-1].title()} {index}",
-              "hash": digest[:16], "version": version, "updated_at": updated_at.isoformat()},
-        updated_at=updated_at,
-    )
+def _record(stream: str, item: dict[str, Any]) -> Record:
+    updated = datetime.fromisoformat(item["updated_at"].replace("Z", "+00:00"))
+    return Record(id=str(item["id"]), stream=stream, data=item, updated_at=updated)
 
 
 class ExampleConnector(BaseConnector):
     provider = Provider(
         id="example",
-        name="Example (synthetic data)",
-        version="0.1.0",
-        auth_type="none",
-        description="Deterministic synthetic records; no network. A template for plugin authors.",
-        rate_limits=RateLimits(requests_per_second=100, burst_size=100),
-        streams=(
-            Stream("widgets", primary_key="id", cursor_field="updated_at",
-                   description="Synthetic widgets; a delta re-sends changed ones."),
-            Stream("gadgets", primary_key="id", cursor_field="updated_at",
-                   description="Synthetic gadgets, same shape as widgets."),
+        name="Example Widgets",
+        version="0.2.0",
+        auth_type="oauth2",
+        description="A template connector for plugin authors, with its own local simulator.",
+        base_url=API,
+        base_url_env="EXAMPLE_BASE_URL",
+        rate_limits=RateLimits(requests_per_second=8, burst_size=10),
+        scopes=("widgets.read",),
+        streams=(Stream("widgets", primary_key="id", cursor_field="updated_at"),
+                 Stream("gadgets", primary_key="id", cursor_field="updated_at")),
+        oauth=OAuthConfig(
+            authorize_url=f"{API}/oauth/authorize",
+            token_url=f"{API}/oauth/token",
+            pkce=True,
+            client_id_env="EXAMPLE_CLIENT_ID",
+            client_secret_env="EXAMPLE_CLIENT_SECRET",  # noqa: S106 - a variable name
+            redirect_uri_env="EXAMPLE_REDIRECT_URI",
+            account_id_field="account_id",  # the token answer names the account
         ),
         webhook=WebhookConfig(
             scheme="standard-webhooks",
@@ -69,39 +78,84 @@ class ExampleConnector(BaseConnector):
         ),
     )
 
+    # -- sync ---------------------------------------------------------------------------------
+
     def backfill(self, ctx: ConnectorContext, stream: str, cursor: str | None) -> SyncPage:
-        total = _int_config(ctx, "records", 1000)
-        size = max(1, _int_config(ctx, "page_size", 100))
-        start = int(cursor or 0)
-        end = min(start + size, total)
-        records = [make_record(stream, i) for i in range(start, end)]
-        done = end >= total
-        # The last page hands over the first delta cursor: "version 0 seen".
-        return SyncPage(records=records, next_cursor="v0" if done else str(end), done=done)
+        """Every record, oldest id first. The cursor carries the provider's page cursor and the
+        server time of the first page: the first delta starts there, so nothing changed during
+        the backfill is missed."""
+        state = json.loads(cursor) if cursor else {}
+        params: dict[str, Any] = {"limit": PAGE}
+        if state.get("c"):
+            params["cursor"] = state["c"]
+        data = _body(ctx, ctx.http.get(f"/v1/{stream}", params=params), f"{stream} page")
+        started = state.get("t") or data["server_time"]
+        records = [_record(stream, item) for item in data["data"]]
+        if data.get("next_cursor"):
+            return SyncPage(records=records, next_cursor=json.dumps({"c": data["next_cursor"],
+                                                                     "t": started}))
+        return SyncPage(records=records, done=True,
+                        next_cursor=json.dumps({"since": started, "seen": []}))
 
     def delta(self, ctx: ConnectorContext, stream: str, cursor: str | None) -> SyncPage:
-        changes = _int_config(ctx, "changes_per_delta", 0)
-        version = int((cursor or "v0").lstrip("v")) + 1
-        records = [make_record(stream, i, version) for i in range(changes)]
-        next_cursor = f"v{version}" if changes else cursor
-        return SyncPage(records=records, next_cursor=next_cursor, done=True)
+        """Changes with ``updated_at >= since``. ``>=`` re-reads the records at ``since``:
+        those already delivered (``seen``) are dropped, others sharing the timestamp are not
+        lost (``>`` would lose them)."""
+        state = json.loads(cursor) if cursor else {"since": "1970-01-01T00:00:00.000Z",
+                                                    "seen": []}
+        params: dict[str, Any] = {"since": state["since"], "limit": PAGE}
+        if state.get("c"):
+            params["cursor"] = state["c"]
+        data = _body(ctx, ctx.http.get(f"/v1/{stream}/changes", params=params),
+                     f"{stream} changes")
+        seen = set(state["seen"])
+        records = [_record(stream, item) for item in data["data"]]
+        fresh = [r for r in records
+                 if not (r.data["updated_at"] == state["since"] and r.id in seen)]
+        top, top_ids = state.get("max"), list(state.get("max_ids", []))
+        for r in records:
+            at = r.data["updated_at"]
+            if top is None or at > top:
+                top, top_ids = at, [r.id]
+            elif at == top and r.id not in top_ids:
+                top_ids.append(r.id)
+        if data.get("next_cursor"):
+            return SyncPage(records=fresh, next_cursor=json.dumps(
+                {**state, "c": data["next_cursor"], "max": top, "max_ids": top_ids}))
+        if top is None:  # nothing new: the cursor stays where it was
+            return SyncPage(records=fresh, done=True,
+                            next_cursor=json.dumps({"since": state["since"],
+                                                    "seen": state["seen"]}))
+        if top == state["since"]:
+            top_ids = sorted(seen | set(top_ids))
+        return SyncPage(records=fresh, done=True,
+                        next_cursor=json.dumps({"since": top, "seen": sorted(top_ids)}))
 
-    def handle_webhook(self, ctx: ConnectorContext, request: WebhookRequest) -> list[WebhookEvent]:
+    # -- webhooks -----------------------------------------------------------------------------
+
+    def handle_webhook(self, ctx: ConnectorContext, request: WebhookRequest
+                       ) -> list[WebhookEvent]:
         payload = json.loads(request.body)
         items = payload if isinstance(payload, list) else [payload]
         return [
             WebhookEvent(
-                id=str(item.get("id") or request.header("webhook-id")),
+                id=str(item["id"]),
                 type=str(item.get("type", "unknown")),
                 provider="example",
-                object_id=str(item.get("object_id")) if item.get("object_id") is not None else None,
+                object_id=str(item["object_id"]) if item.get("object_id") is not None else None,
                 account_id=str(item.get("account_id")) if item.get("account_id") else None,
+                occurred_at=datetime.fromisoformat(item["occurred_at"].replace("Z", "+00:00"))
+                if item.get("occurred_at") else None,
                 payload=item,
             )
             for item in items
-            if ctx.account_id is None or str(item.get("account_id")) == ctx.account_id
+            if isinstance(item, dict) and item.get("id")
+            and (ctx.account_id is None or str(item.get("account_id")) == ctx.account_id)
         ]
 
+    # -- health -------------------------------------------------------------------------------
+
     def health_check(self, ctx: ConnectorContext) -> Health:
+        me = _body(ctx, ctx.http.get("/v1/me"), "the account")
         return Health(healthy=True, auth_valid=True, api_accessible=True,
-                      details={"note": "synthetic provider, always reachable"})
+                      details={"account": me.get("account_id")})

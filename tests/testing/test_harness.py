@@ -1,0 +1,175 @@
+"""The simulator harness itself (what every provider's simulator is built on) and the author's
+commands on top of it: `nexus simulate` and `nexus dev`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from click.testing import CliRunner
+from nexus_example.simulator import ExampleSimulator
+
+from nexus_core.testing.sim_app import SimApp, SimRateLimit, SimRequest, SimResponse
+from nexus_core.testing.sim_data import DataSet, iso, parse_iso
+from nexus_core.testing.sim_oauth import OAuthServer
+from nexus_core.testing.simulator import SimulatorServer
+
+
+@pytest.fixture
+def oauth_app():
+    app = SimApp("t")
+    oauth = OAuthServer(client_id="c", client_secret="s", rotate_refresh=True)
+    oauth.mount(app)
+
+    @app.route("GET", "/data")
+    def data(req: SimRequest) -> SimResponse:
+        return SimResponse.json({"account": oauth.authenticate(req)})
+
+    with SimulatorServer(app) as server:
+        yield app, oauth, server.url
+
+
+def _token(url, **form):
+    return requests.post(f"{url}/oauth/token", data={"client_id": "c", "client_secret": "s",
+                                                     **form}, timeout=5)
+
+
+def test_refresh_tokens_rotate_and_an_old_one_is_refused_for_good(oauth_app):
+    app, oauth, url = oauth_app
+    code = oauth.issue_code("acct-1")
+    first = _token(url, grant_type="authorization_code", code=code).json()
+    assert _token(url, grant_type="authorization_code", code=code).status_code == 400  # once
+    second = _token(url, grant_type="refresh_token", refresh_token=first["refresh_token"]).json()
+    assert second["refresh_token"] != first["refresh_token"]
+    reuse = _token(url, grant_type="refresh_token", refresh_token=first["refresh_token"])
+    assert reuse.status_code == 400 and reuse.json()["error"] == "invalid_grant"
+    assert (oauth.refreshes, oauth.refused_reuse) == (1, 1)
+    ok = requests.get(f"{url}/data", headers={"Authorization": f"Bearer {second['access_token']}"},
+                      timeout=5)
+    assert ok.json() == {"account": "acct-1"}
+    oauth.revoke("acct-1")
+    assert requests.get(f"{url}/data", headers={
+        "Authorization": f"Bearer {second['access_token']}"}, timeout=5).status_code == 401
+    assert _token(url, grant_type="refresh_token",
+                  refresh_token=second["refresh_token"]).status_code == 400
+
+
+def test_pkce_and_client_credentials_are_checked(oauth_app):
+    import base64
+    import hashlib
+
+    _, oauth, url = oauth_app
+    verifier = "v" * 50
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()
+                                         ).decode().rstrip("=")
+    code = oauth.issue_code("a", challenge=challenge)
+    assert _token(url, grant_type="authorization_code", code=code,
+                  code_verifier="wrong").status_code == 400
+    code = oauth.issue_code("a", challenge=challenge)
+    assert _token(url, grant_type="authorization_code", code=code,
+                  code_verifier=verifier).status_code == 200
+    bad = requests.post(f"{url}/oauth/token", data={"client_id": "c", "client_secret": "x",
+                                                    "grant_type": "refresh_token"}, timeout=5)
+    assert bad.json()["error"] == "invalid_client"
+
+
+def test_faults_and_the_rate_limit_answer_like_a_provider(oauth_app):
+    app, oauth, url = oauth_app
+    token = oauth.issue_tokens("a")["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    app.faults.fail_next(502, times=2)
+    app.faults.rate_limit_next(retry_after=3)
+    got = [requests.get(f"{url}/data", headers=auth, timeout=5) for _ in range(4)]
+    assert [r.status_code for r in got] == [502, 502, 429, 200]
+    assert got[2].headers["Retry-After"] == "3"
+    with app.faults.down():
+        assert requests.get(f"{url}/data", headers=auth, timeout=5).status_code == 503
+    app.rate_limit = SimRateLimit(2, 60)
+    codes = [requests.get(f"{url}/data", headers=auth, timeout=5).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    assert [r.status for r in app.requests("/data")][-3:] == codes
+
+
+def test_data_sets_are_deterministic_and_changes_are_ordered():
+    a, b = DataSet({"s": 50}, seed=7), DataSet({"s": 50}, seed=7)
+    assert a.mutate("x", "s", 5) == b.mutate("x", "s", 5)
+    before = a.now
+    changed = a.mutate("x", "s", 3, same_second=True)
+    assert a.changed_since("x", "s", before + 1) == sorted(changed)
+    gone = a.delete("x", "s", 2)
+    assert not set(gone) & set(a.indexes("x", "s"))
+    assert a.count("x", "s") == 50 and len(list(a.indexes("x", "s"))) == 48
+    assert parse_iso(iso(12345)) == 12345
+
+
+def test_nexus_dev_runs_hooks_in_process_against_the_simulator(monkeypatch, tmp_path):
+    from nexus_core.cli import cli
+    from nexus_core.config import reset_settings
+    from nexus_core.plugins import set_registry
+
+    with ExampleSimulator() as sim:
+        account = sim.add_account("acct-1")
+        for key, value in sim.env().items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.chdir(tmp_path)
+        reset_settings()
+        previous = set_registry(None)
+        try:
+            creds = json.dumps({"access_token": sim.credentials(account).access_token,
+                                "extra": {"account_id": account}})
+            out = CliRunner().invoke(cli, ["dev", "backfill", "example", "--credentials", creds,
+                                           "--stream", "gadgets", "--max-pages", "5"])
+            assert out.exit_code == 0, out.output
+            ids = [json.loads(line)["id"] for line in out.stdout.splitlines()]
+            assert sorted(ids) == sorted(sim.expected_ids("gadgets", account))
+            assert "gadgets: 180 records in 2 page(s)" in out.stderr
+            body = sim.webhook_body(sim.webhook_events(account, 1))
+            (tmp_path / "body.json").write_bytes(body)
+            headers = sim.sign_webhook(body, "http://localhost/webhooks/dev")
+            args = ["dev", "webhook", "example", "--body", str(tmp_path / "body.json"),
+                    "--verify", *[x for k, v in headers.items() for x in ("-H", f"{k}: {v}")]]
+            good = CliRunner().invoke(cli, args + ["--account-id", account])
+            assert good.exit_code == 0, good.output
+            assert json.loads(good.stdout)["type"] == "widget.updated"
+            (tmp_path / "body.json").write_bytes(body + b" ")
+            tampered = CliRunner().invoke(cli, args)
+            assert tampered.exit_code == 1 and "signature mismatch" in tampered.output
+            health = CliRunner().invoke(cli, ["dev", "health", "example", "--credentials", creds])
+            assert health.exit_code == 0 and json.loads(health.stdout)["healthy"] is True
+            bad = CliRunner().invoke(cli, ["dev", "backfill", "example", "--credentials", "{x"])
+            assert bad.exit_code == 2 and "not valid JSON" in bad.output
+        finally:
+            set_registry(previous)
+            reset_settings()
+
+
+@pytest.mark.slow
+def test_nexus_simulate_serves_a_plugins_simulator(tmp_path):
+    env_file = tmp_path / "sim.env"
+    log = tmp_path / "sim.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "nexus_core.cli", "simulate", "example",
+                                 "--port", "0", "--env-file", str(env_file)],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not env_file.exists() or not env_file.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+        creds = json.loads(log.read_text().split("credentials of account-1:")[1].strip())
+        me = requests.get(env["EXAMPLE_BASE_URL"] + "/v1/me", timeout=5,
+                          headers={"Authorization": f"Bearer {creds['access_token']}"})
+        assert me.json()["account_id"] == "account-1"
+        unknown = subprocess.run([sys.executable, "-m", "nexus_core.cli", "simulate", "nope"],
+                                 capture_output=True, text=True, timeout=60)
+        assert unknown.returncode == 1 and "simulators: example" in unknown.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
