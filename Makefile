@@ -47,6 +47,7 @@ bench: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python scripts/gen_hook_docs.py > docs/hooks.md
 	$(BIN)/python scripts/gen_settings_table.py
+	$(BIN)/python scripts/gen_example_plugin.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info plugins/*/*.egg-info .pytest_cache

@@ -1,4 +1,4 @@
-"""A local simulator of the Example Widgets API — what the connector is tested, demoed and
+"""A local simulator of the Example API — what the connector is tested, demoed and
 benchmarked against (``nexus simulate example --port 8090``).
 
 The API (every data endpoint takes ``Authorization: Bearer <access token>``):
@@ -33,6 +33,7 @@ from nexus_core.testing.sim_data import iso, parse_iso
 from nexus_core.webhook_schemes import sign_standard_webhooks
 
 STREAMS = ("widgets", "gadgets")
+WEBHOOK_KEY = b"example simulator webhook key, 32+ bytes"
 MAX_LIMIT = 100
 
 
@@ -53,7 +54,7 @@ class ExampleSimulator(ProviderSimulator):
     streams = {"widgets": 250, "gadgets": 180}
     oauth_options = {"client_id": "example-client", "client_secret": "example-secret",
                      "token_lifetime": 3600, "rotate_refresh": True}
-    webhook_secret = "whsec_" + base64.b64encode(b"example-simulator-webhook-key!!").decode()
+    webhook_secret = "whsec_" + base64.b64encode(WEBHOOK_KEY).decode()
 
     def make_record(self, stream: str, index: int, version: int, account: str
                     ) -> dict[str, Any]:
