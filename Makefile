@@ -46,6 +46,7 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python scripts/gen_hook_docs.py > docs/hooks.md
+	$(BIN)/python scripts/gen_model_docs.py > docs/models.md
 	$(BIN)/python scripts/gen_settings_table.py
 	$(BIN)/python scripts/gen_example_plugin.py
 

@@ -61,11 +61,16 @@ class Stream:
     no incremental read. ``json_schema`` optionally describes one record's ``data``.
     """
 
+    #: The stream's name, unique within the provider (`contacts`).
     name: str
+    #: Field(s) of a record's data identifying it; sinks upsert on it.
     primary_key: str | tuple[str, ...] = attrs.field(default="id", converter=_primary_key)
+    #: Field a delta reads changes by; None when the stream has no incremental read.
     cursor_field: str | None = None
     # Dicts are left out of the hash, so that a Provider stays hashable.
+    #: Optional JSON Schema of one record's data (the standard suite checks it).
     json_schema: dict[str, Any] | None = attrs.field(default=None, hash=False)
+    #: What the stream holds, for docs and `nexus providers show`.
     description: str = ""
 
     def __attrs_post_init__(self) -> None:
@@ -99,7 +104,9 @@ def _streams(value: Any) -> tuple[Stream, ...]:
 class RateLimits:
     """The provider's request budget, shared by every worker (per provider account)."""
 
+    #: Sustained requests per second per provider account.
     requests_per_second: float = attrs.field(default=5.0, converter=float)
+    #: Requests that may go at once before the rate applies.
     burst_size: int = 10
 
 
@@ -107,7 +114,9 @@ class RateLimits:
 class Timeouts:
     """Seconds; both are always set on every request."""
 
+    #: Seconds to establish a connection.
     connect: float = attrs.field(default=10.0, converter=float)
+    #: Seconds to wait for each read of the answer.
     read: float = attrs.field(default=30.0, converter=float)
 
 
@@ -128,8 +137,11 @@ class RetryConfig:
     with an idempotency key), with exponential backoff and jitter. A provider whose transient
     errors do not show in the status (an error inside an HTTP 200) implements ``should_retry``."""
 
+    #: Retries of one request after a transient failure (0: none).
     max_retries: int = 3
+    #: Growth of the backoff between retries (2: doubles).
     backoff_multiplier: float = attrs.field(default=2.0, converter=float)
+    #: Longest wait between two retries, in seconds.
     max_backoff: float = attrs.field(default=60.0, converter=float)
     #: Answers retried, and counted as circuit-breaker failures once retries are spent; any
     #: other answer goes back to the connector.
@@ -144,9 +156,13 @@ class OAuthConfig:
     (see :mod:`nexus_core.auth`). Paths are dotted paths into the JSON answer (``"team.id"``;
     a number indexes a list)."""
 
+    #: The consent page.
     authorize_url: str
+    #: The token endpoint (code exchange and refresh).
     token_url: str
+    #: Send a PKCE S256 challenge (RFC 7636).
     pkce: bool = False
+    #: How scopes are joined in the authorize URL (space; Slack: comma).
     scope_separator: str = " "
     #: Lifetime assumed when the token response carries no ``expires_in``.
     default_token_lifetime: float | None = None
@@ -156,20 +172,25 @@ class OAuthConfig:
     #: ``<ID>_CLIENT_SECRET``, ``<ID>_REDIRECT_URI`` (``<ID>`` = the provider id upper-cased,
     #: other characters as ``_``).
     client_id_env: str | None = None
+    #: Variable holding the client secret (default `<ID>_CLIENT_SECRET`).
     client_secret_env: str | None = None
+    #: Variable holding the redirect URI (default `<ID>_REDIRECT_URI`).
     redirect_uri_env: str | None = None
     #: A field that is JSON ``false`` on errors even in an HTTP 200 (e.g. ``"ok"``).
     ok_field: str | None = None
     #: Where the error code and its description are in an error answer.
     error_field: str = "error"
+    #: Field of an error answer with its description (HubSpot: `message`).
     error_description_field: str = "error_description"
     #: Error codes (case-insensitive) that mean, on a refresh, that the grant is dead and the
     #: tenant must reconnect (``needs_reauth``).
     reauth_errors: tuple[str, ...] = attrs.field(default=("invalid_grant",), converter=_names)
+    #: Dotted path of the access token in the token answer.
     access_token_field: str = "access_token"  # noqa: S105 - a field name, not a secret
     #: Where the provider account id is in the token response (``"team.id"``), and a regular
     #: expression with one group that extracts it from that value (``r"/id/([^/]+)/"``).
     account_id_field: str | None = None
+    #: Regex with one group applied to the account-id field's value (Salesforce's id URL).
     account_id_pattern: str | None = None
     #: ``Credentials.extra`` key -> path in the token response (``{"team_name": "team.name"}``).
     extra_fields: dict[str, str] = attrs.field(factory=dict, hash=False)
@@ -206,12 +227,20 @@ class HmacSpec:
     ``HmacSpec(header="X-Shopify-Hmac-Sha256", encoding="base64")``.
     """
 
+    #: Header carrying the signature (`X-Hub-Signature-256`).
     header: str
+    #: Text before the signature in the header (`sha256=`).
     prefix: str = ""
+    #: How the digest is written: `hex` or `base64`.
     encoding: Literal["hex", "base64"] = "hex"
+    #: HMAC hash: `sha256`, `sha1` or `sha512`.
     algorithm: Literal["sha256", "sha1", "sha512"] = "sha256"
+    #: What is signed: a template of `{body}`, `{timestamp}`, `{method}`, `{url}`.
     message: str = "{body}"
+    #: Header with the signed timestamp (its window is NEXUS_WEBHOOK_TOLERANCE); None: no
+    #: timestamp.
     timestamp_header: str | None = None
+    #: Unit of that timestamp: `s` or `ms`.
     timestamp_unit: Literal["s", "ms"] = "s"
 
     def __attrs_post_init__(self) -> None:
@@ -254,6 +283,8 @@ class HmacSpec:
 class WebhookConfig:
     """How a provider signs its webhooks and how a delivery finds its installation."""
 
+    #: The signature scheme: `hubspot-v1|v2|v3`, `slack-v0`, `standard-webhooks`, `stripe`, `hmac`
+    #: (with `hmac`) or `custom` (the `verify_webhook` hook).
     scheme: WebhookScheme
     #: Environment variables holding the secret(s), first match wins; comma-separated values
     #: are several secrets (rotation).
@@ -277,8 +308,11 @@ class EnvVar:
     ``nexus providers show`` with whether it is set — and its value only when not ``secret``.
     Read it with :func:`nexus_core.provider_setting`."""
 
+    #: The variable's name (`ACME_REGION`).
     name: str
+    #: What it is for, shown by `nexus providers show`.
     help: str = ""
+    #: Never print its value.
     secret: bool = False
     #: The provider does not work without it.
     required: bool = False
@@ -305,19 +339,31 @@ class Provider:
     The seed's PROVIDER_CONFIGS entries become these.
     """
 
+    #: Unique slug naming the provider everywhere (entry point, URLs, job ids, metrics).
     id: str
+    #: Human name, shown by `nexus providers list` and on the OAuth pages.
     name: str
+    #: The plugin's version (shown by `nexus providers list`).
     version: str
+    #: `oauth2` (the core runs the code flow and refresh), `api_key`, `basic` or `none`.
     auth_type: AuthType = "oauth2"
+    #: The API's base URL; relative paths given to `ctx.http` are resolved against it.
     base_url: str = ""
+    #: The provider's budget per account, shared by every worker through Redis.
     rate_limits: RateLimits = attrs.Factory(RateLimits)
+    #: Connect and read timeouts of every request.
     timeouts: Timeouts = attrs.Factory(Timeouts)
+    #: How transient failures are retried (statuses, backoff).
     retry: RetryConfig = attrs.Factory(RetryConfig)
+    #: OAuth scopes asked for on the consent page.
     scopes: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     #: The streams it syncs; plain names are accepted (``streams=("widgets",)``).
     streams: tuple[Stream, ...] = attrs.field(default=(), converter=_streams)
+    #: How its webhooks are signed and routed; None: no webhooks.
     webhook: WebhookConfig | None = None
+    #: The OAuth2 endpoints and token-response shape; required for `auth_type="oauth2"`.
     oauth: OAuthConfig | None = None
+    #: One line about the provider, shown by `nexus providers show`.
     description: str = ""
     #: Environment variable that overrides ``base_url`` (simulators, sandboxes).
     base_url_env: str | None = None
@@ -410,13 +456,21 @@ class Provider:
 class Credentials:
     """What authenticates an installation with its provider. Encrypted at rest by the store."""
 
+    #: The OAuth access token (or bearer token).
     access_token: str | None = attrs.field(default=None, repr=False)
+    #: The OAuth refresh token; a rotated one replaces it at each refresh.
     refresh_token: str | None = attrs.field(default=None, repr=False)
+    #: Authorization scheme sent with the access token.
     token_type: str = "Bearer"  # noqa: S105 - a scheme name, not a secret
+    #: When the access token expires (UTC); None: it states no expiry.
     expires_at: datetime | None = None
+    #: Scopes the grant holds.
     scopes: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    #: An API key (`auth_type="api_key"`).
     api_key: str | None = attrs.field(default=None, repr=False)
+    #: User name (`auth_type="basic"`).
     username: str | None = None
+    #: Password (`auth_type="basic"`).
     password: str | None = attrs.field(default=None, repr=False)
     #: Provider-specific non-secret extras (Salesforce ``instance_url``, Slack ``bot_user_id``).
     extra: dict[str, Any] = attrs.Factory(dict)
@@ -437,14 +491,23 @@ class Installation:
     refused the grant: the tenant must reconnect), ``disabled`` (by an operator).
     ``webhook_key`` routes the per-installation webhook URL ``/webhooks/<provider>/<key>``."""
 
+    #: Your product's tenant (1-200 characters, no control characters).
     tenant_id: str
+    #: The installation's id within the tenant (same rules).
     install_id: str
+    #: The provider id.
     provider: str
+    #: The provider account it is connected to (HubSpot portal, Slack team).
     account_id: str | None = None
+    #: `active`, `pending_authorization`, `needs_reauth` or `disabled`.
     status: InstallStatus = "active"
+    #: The installation's config (streams, rate-limit tier, provider options).
     config: dict[str, Any] = attrs.Factory(dict)
+    #: When it was added (UTC).
     created_at: datetime = attrs.Factory(utcnow)
+    #: When it last changed (UTC).
     updated_at: datetime = attrs.Factory(utcnow)
+    #: Opaque key of its own webhook URL `/webhooks/<provider>/<key>` (rotatable).
     webhook_key: str | None = attrs.field(default=None, repr=False)
 
 
@@ -456,14 +519,23 @@ class ConnectorContext:
     tenant/install/provider) are attached by the core at run time and never serialized.
     """
 
+    #: The tenant the hook works for.
     tenant_id: str
+    #: The installation the hook works for.
     install_id: str
+    #: The provider id.
     provider: str
+    #: The installation's current credentials (never logged).
     credentials: Credentials | None = attrs.field(default=None, repr=False)
+    #: The installation's config.
     config: dict[str, Any] = attrs.Factory(dict)
+    #: What the core knows about the call (`{"kind": "backfill"}`).
     metadata: dict[str, Any] = attrs.Factory(dict)
+    #: The provider account of the installation.
     account_id: str | None = None
+    #: The installation's resilient session with the provider (rate limit, retries, auth, refresh).
     http: Any = attrs.field(default=None, repr=False, eq=False)
+    #: A logger bound to provider, tenant and installation.
     log: Any = attrs.field(default=None, repr=False, eq=False)
 
 
@@ -471,10 +543,15 @@ class ConnectorContext:
 class Record:
     """One object read from a provider stream."""
 
+    #: The record's id: its primary key as text (composite keys as a JSON list).
     id: str
+    #: The stream it belongs to.
     stream: str
+    #: The record as the provider returned it (JSON-serializable).
     data: dict[str, Any] = attrs.Factory(dict)
+    #: When it last changed at the provider, if known.
     updated_at: datetime | None = None
+    #: A deletion (archived, removed): sinks delete or soft-delete it.
     deleted: bool = False
 
 
@@ -486,8 +563,11 @@ class SyncPage:
     delta starts from; for a backfill, it becomes the first delta cursor.
     """
 
+    #: The page's records.
     records: list[Record] = attrs.Factory(list)
+    #: Where the next page starts; on a backfill's last page, the first delta cursor.
     next_cursor: str | None = None
+    #: No page follows: the run (of this stream) ends.
     done: bool = False
 
 
@@ -495,10 +575,15 @@ class SyncPage:
 class WebhookRequest:
     """A webhook delivery exactly as it arrived: the raw body is what signatures are over."""
 
+    #: HTTP method the provider used.
     method: str
+    #: The full public URL it called (some schemes sign it).
     url: str
+    #: Request headers (look up with `header(name)`, any case).
     headers: dict[str, str] = attrs.Factory(dict)
+    #: The raw body, exactly as signed.
     body: bytes = b""
+    #: When the ingress received it (UTC).
     received_at: datetime = attrs.Factory(utcnow)
 
     def header(self, name: str) -> str | None:
@@ -513,12 +598,19 @@ class WebhookRequest:
 class WebhookEvent:
     """A normalized provider event handed to the ``process_events`` sink."""
 
+    #: A stable event id: sinks deduplicate on it.
     id: str
+    #: The event type (`contact.propertyChange`, `message`).
     type: str
+    #: The provider id.
     provider: str
+    #: The object the event is about, if any.
     object_id: str | None = None
+    #: The provider account it came from.
     account_id: str | None = None
+    #: When it happened at the provider, if known.
     occurred_at: datetime | None = None
+    #: The provider's event, as it was delivered.
     payload: dict[str, Any] = attrs.Factory(dict)
 
 
@@ -526,12 +618,19 @@ class WebhookEvent:
 class Health:
     """The seed's health-check answer."""
 
+    #: Overall: the installation can sync.
     healthy: bool
+    #: Its credentials were accepted.
     auth_valid: bool = False
+    #: The provider answered.
     api_accessible: bool = False
+    #: The provider's last rate-limit headers (`max=110 remaining=90`).
     rate_limit_status: str | None = None
+    #: Errors seen by this check.
     error_count: int = 0
+    #: When the check ran (UTC).
     checked_at: datetime = attrs.Factory(utcnow)
+    #: Why, when unhealthy (`{"error": ..., "needs_reauth": true}`), and provider extras.
     details: dict[str, Any] = attrs.Factory(dict)
 
 
@@ -539,12 +638,21 @@ class Health:
 class IntegrationMetrics:
     """One operation's outcome (the seed's IntegrationMetrics)."""
 
+    #: The provider id.
     connector_id: str
+    #: The tenant.
     tenant_id: str
+    #: `backfill`, `delta`, `webhook`, `auth`, `refresh` or `health`.
     operation: Operation
+    #: Seconds the operation took.
     duration: float = attrs.field(converter=float)
+    #: Whether it succeeded.
     success: bool
+    #: When it ended (UTC).
     timestamp: datetime = attrs.Factory(utcnow)
+    #: Records it delivered, if any.
     records_processed: int | None = None
+    #: The error's kind when it failed.
     error_code: str | None = None
+    #: Retries it needed.
     retry_count: int | None = None

@@ -65,7 +65,7 @@ class FileRecorder:
         self.parent = os.getpid()
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
-        data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
+        data = "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in rows)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, data.encode())
@@ -81,7 +81,8 @@ class FileRecorder:
                 os.kill(os.getpid(), signal.SIGKILL)
             self.kill_file.write_text(str(pages))
         self._write([{"kind": "record", "tenant": ctx.tenant_id, "install": ctx.install_id,
-                      "stream": stream, "id": r.id, "deleted": r.deleted} for r in records]
+                      "stream": stream, "id": r.id, "deleted": r.deleted, "data": r.data}
+                     for r in records]
                     + [{"kind": "page", "tenant": ctx.tenant_id, "install": ctx.install_id,
                         "stream": stream, "n": len(records)}])
 
@@ -423,6 +424,21 @@ class ConnectorSuiteBase:
         (run,) = nexus.store.list_runs("tenant-1", "main")
         assert run.status == "succeeded" and run.records == sum(
             len(sim.expected_ids(s, account)) for s in _stream_names(nexus.provider))
+        for stream in nexus.provider.streams:
+            schema = getattr(stream, "json_schema", None)
+            if not schema:
+                continue
+            try:
+                import jsonschema
+            except ImportError:
+                pytest.fail(f"stream {stream.name} declares a json_schema: checking it needs "
+                            "`pip install jsonschema` (in nexus-core[test])")
+            checker = jsonschema.Draft202012Validator(schema)
+            for row in nexus.recorder.rows("record"):
+                if row["stream"] == stream.name:
+                    errors = sorted(checker.iter_errors(row["data"]), key=str)
+                    assert not errors, f"{stream.name} record {row['id']} does not match " \
+                        f"its json_schema: {errors[0].message}"
 
     def test_backfill_resumes_from_its_checkpoint_after_the_job_is_killed(
         self, nexus: Harness, sim: ProviderSimulator

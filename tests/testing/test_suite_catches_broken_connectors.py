@@ -1,6 +1,6 @@
 """The standard connector suite fails a broken connector in the right test: one that skips a
-page, one that moves its delta cursor backwards, one that accepts a tampered webhook — and
-passes the same connector unbroken. Run through pytest's own `pytester` in a subprocess."""
+page, one that moves its delta cursor backwards, one that accepts a tampered webhook, one whose
+records break its declared JSON schema — and passes the same connector unbroken. Run through pytest's own `pytester` in a subprocess."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import json
 from nexus_example import ExampleConnector
 from nexus_example.simulator import ExampleSimulator
 
-from nexus_core import Provider, WebhookConfig
+from nexus_core import Provider, Stream, WebhookConfig
 from nexus_core.testing.suite import connector_suite
 
 
@@ -50,11 +50,22 @@ class AcceptsAnything(ExampleConnector):
         return True
 
 
+class BreaksItsSchema(ExampleConnector):
+    provider = Provider(**{**{a.name: getattr(ExampleConnector.provider, a.name)
+                              for a in type(ExampleConnector.provider).__attrs_attrs__},
+                           "streams": (Stream("widgets", cursor_field="updated_at",
+                                              json_schema={"type": "object",
+                                                           "required": ["sku"]}),
+                                       Stream("gadgets", cursor_field="updated_at"))})
+
+
 TestSkipsAPage = connector_suite("example", simulator=ExampleSimulator, plugin=SkipsAPage)
 TestCursorGoesBack = connector_suite("example", simulator=ExampleSimulator,
                                      plugin=CursorGoesBack)
 TestAcceptsAnything = connector_suite("example", simulator=ExampleSimulator,
                                       plugin=AcceptsAnything)
+TestBreaksItsSchema = connector_suite("example", simulator=ExampleSimulator,
+                                      plugin=BreaksItsSchema)
 TestHealthy = connector_suite("example", simulator=ExampleSimulator,
                               plugin=ExampleConnector)
 '''
@@ -73,5 +84,8 @@ def test_each_broken_connector_fails_the_test_that_names_its_bug(pytester):
         "TestSkipsAPage::test_backfill_delivers_every_record_exactly_once",
         "TestCursorGoesBack::test_delta_delivers_only_changed_records",
         "TestAcceptsAnything::test_a_tampered_stale_or_replayed_webhook_is_not_processed",
+        "TestBreaksItsSchema::test_backfill_delivers_every_record_exactly_once",
     }, "\n".join(result.outlines)
-    assert outcomes.get("passed") == 9, outcomes
+    assert outcomes.get("passed") == 11, outcomes
+    assert "widgets record" in result.stdout.str() and "'sku' is a required property" in \
+        result.stdout.str()

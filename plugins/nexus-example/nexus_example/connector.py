@@ -37,6 +37,11 @@ PAGES = BodyCursorPaginator(records_path="data", cursor_path="next_cursor",
                             cursor_param="cursor", page_size=100, page_size_param="limit")
 #: Before the first delta of a stream that was never backfilled: everything.
 BEGINNING = "1970-01-01T00:00:00.000Z"
+#: One record's ``data`` (the standard suite checks every delivered record against it).
+ITEM = {"type": "object", "required": ["id", "name", "updated_at"],
+        "properties": {"id": {"type": "string"}, "name": {"type": "string"},
+                       "color": {"enum": ["red", "green", "blue"]},
+                       "updated_at": {"type": "string"}, "version": {"type": "integer"}}}
 
 
 def _json(ctx: ConnectorContext, resp: Any, what: str) -> Any:
@@ -70,8 +75,8 @@ class ExampleConnector(BaseConnector):
         base_url_env="EXAMPLE_BASE_URL",
         rate_limits=RateLimits(requests_per_second=8, burst_size=10),
         scopes=("widgets.read",),
-        streams=(Stream("widgets", primary_key="id", cursor_field="updated_at"),
-                 Stream("gadgets", primary_key="id", cursor_field="updated_at")),
+        streams=(Stream("widgets", primary_key="id", cursor_field="updated_at", json_schema=ITEM),
+                 Stream("gadgets", primary_key="id", cursor_field="updated_at", json_schema=ITEM)),
         oauth=OAuthConfig(
             authorize_url=f"{API}/oauth/authorize",
             token_url=f"{API}/oauth/token",
