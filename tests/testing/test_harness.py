@@ -173,3 +173,51 @@ def test_nexus_simulate_serves_a_plugins_simulator(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
+
+
+@pytest.mark.parametrize("scheme", ["hubspot-v1", "hubspot-v2", "hubspot-v3", "slack-v0",
+                                    "standard-webhooks", "stripe", "hmac"])
+def test_the_webhook_sender_signs_what_the_core_verifies_for_every_scheme(scheme):
+    from nexus_core import HmacSpec, Provider, WebhookConfig, WebhookRequest
+    from nexus_core.errors import WebhookRejected
+    from nexus_core.testing.sim_paging import WebhookSender
+    from nexus_core.webhook_schemes import Check, verify_request
+
+    spec = HmacSpec(header="X-Sig", prefix="sha256=", timestamp_header="X-Ts",
+                    message="{timestamp}.{body}") if scheme == "hmac" else None
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    provider = Provider(id="p", name="P", version="1", auth_type="none", streams=("s",),
+                        webhook=WebhookConfig(scheme=scheme, hmac=spec))
+    url, body = "https://hooks.example.com/webhooks/p?x=a%3Ab", b'[{"id": 1}]'
+    sender = WebhookSender(scheme, secret, hmac_spec=spec)
+    headers = sender.headers(body, url)
+    verify_request(provider, WebhookRequest("POST", url, headers, body), [secret],
+                   Check(url=url))
+    with pytest.raises(WebhookRejected):
+        verify_request(provider, WebhookRequest("POST", url, headers, body + b" "), [secret],
+                       Check(url=url))
+
+
+def test_paging_helpers_walk_every_item_once():
+    from nexus_core.testing.sim_paging import (
+        cursor_page,
+        decode_token,
+        link_header,
+        number_page,
+        offset_page,
+    )
+
+    items = list(range(25))
+    seen, token = [], None
+    while True:
+        page, token = cursor_page(items, token, 10)
+        seen += page
+        if token is None:
+            break
+    assert seen == items and decode_token("garbage!") is None
+    with pytest.raises(ValueError):
+        cursor_page(items, "not-a-token", 10)
+    assert offset_page(items, 20, 10) == (list(range(20, 25)), None)
+    assert number_page(items, 3, 10) == (list(range(20, 25)), None)
+    assert number_page(items, 4, 10) == ([], None)
+    assert link_header("http://h/v1/x", {"page": 2}) == {"Link": '<http://h/v1/x?page=2>; rel="next"'}
