@@ -30,7 +30,7 @@ from nexus_core.errors import ConfigError
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("pretty", "json")
 ENVIRONMENTS = ("development", "production", "test")
-SINKS = ("jsonl", "null")
+SINKS = ("jsonl", "sql", "http", "null")
 
 #: Longest value shown back in an error message (a 10 KB paste stays one readable line).
 _SHOW = 60
@@ -123,6 +123,23 @@ class Names:
     def __call__(self, name: str, raw: str) -> tuple[str, ...]:
         Text()(name, raw)
         return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+@attrs.frozen
+class OneOrMore:
+    """A comma-separated list of ``choices`` (at least one, each once)."""
+
+    choices: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "one or more of " + ", ".join(self.choices) + " (comma-separated)"
+
+    def __call__(self, name: str, raw: str) -> tuple[str, ...]:
+        items = [p.strip().lower() for p in raw.split(",") if p.strip()]
+        unknown = [p for p in items if p not in self.choices]
+        if not items or unknown:
+            raise ConfigError(f"{name} must be {self.describe()}, got {_shown(raw)}")
+        return tuple(dict.fromkeys(items))
 
 
 @attrs.frozen
@@ -255,8 +272,20 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds: first backoff unit between HTTP retries (x provider's multiplier)",
             "http_backoff_base", _seconds(0, 3600)),
     Setting("NEXUS_SINK", "jsonl",
-            "Built-in record/event sink: jsonl (files per tenant/provider/stream) or null",
-            "sink", Choice(SINKS)),
+            "Built-in sinks, comma-separated: jsonl (files), sql (tables), http (signed POSTs "
+            "to the product), null", "sink", OneOrMore(SINKS)),
+    Setting("NEXUS_SINK_DATABASE_URL", None,
+            "Database of the sql sink (default: NEXUS_DATABASE_URL)", "sink_database_url",
+            Url(("sqlite:", "postgresql:", "postgresql+"),
+                "a sqlite:/// or postgresql+psycopg:// URL")),
+    Setting("NEXUS_SINK_URL", None, "The product's endpoint the http sink POSTs to",
+            "sink_url", Url(("http://", "https://"), "an http:// or https:// URL")),
+    Setting("NEXUS_SINK_SECRET", None,
+            "Standard Webhooks secret (whsec_...) the http sink signs with", "sink_secret",
+            Text("a whsec_ secret")),
+    Setting("NEXUS_PLUGINS", None,
+            "In-product plugins: comma-separated module or module:object paths", "plugins",
+            Names()),
     Setting("NEXUS_SINK_DIR", "nexus-data", "Directory of the jsonl sink's files", "sink_dir",
             Text("a directory path")),
     Setting("NEXUS_BACKFILL_TIME_BUDGET", "60",
@@ -332,7 +361,11 @@ class Settings:
     breaker_failure_threshold: int = 5
     breaker_cooldown: float = 30.0
     http_backoff_base: float = 0.5
-    sink: str = "jsonl"
+    sink: tuple[str, ...] = ("jsonl",)
+    sink_database_url: str | None = None
+    sink_url: str | None = None
+    sink_secret: str | None = None
+    plugins: tuple[str, ...] = ()
     sink_dir: str = "nexus-data"
     backfill_time_budget: float = 60.0
     delta_interval: int = 300

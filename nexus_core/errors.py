@@ -115,6 +115,15 @@ class WebhookRejected(NexusError):
         super().__init__(message, **kw)  # type: ignore[arg-type]
 
 
+class SinkError(NexusError):
+    """A sink refused a page or a batch of events: it is retried (the cursor does not move).
+    ``sink`` names the sink(s)."""
+
+    def __init__(self, message: str, *, sink: str | None = None, **kw: object) -> None:
+        self.sink = sink
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
 class StoreError(NexusError):
     """The store could not be reached or refused a write; nothing was half-written."""
 

@@ -329,6 +329,36 @@ class PluginRegistry:
 
     # -- discovery ---------------------------------------------------------------------------
 
+    def load_paths(
+        self, paths: Iterable[str], allow: Iterable[str] | None = None, deny: Iterable[str] = ()
+    ) -> None:
+        """In-product plugins (NEXUS_PLUGINS): ``package.module`` (the module's hookimpls) or
+        ``package.module:object`` (an object, or a ``BaseConnector`` class), imported from the
+        product's own code without packaging — each in isolation like an entry point, named by
+        its path for ``nexus plugins list`` and the allow/deny lists. The working directory is
+        importable, as with RQ's ``--path .``."""
+        import importlib
+        import os
+        import sys
+
+        paths = [p for p in paths if p]
+        if paths and os.getcwd() not in sys.path:
+            sys.path.append(os.getcwd())
+        for path in paths:
+            if not _allowed({path}, allow, deny) or path in self._infos:
+                continue
+            module_name, _, attr = path.partition(":")
+            try:
+                obj: Any = importlib.import_module(module_name)
+                for part in filter(None, attr.split(".")):
+                    obj = getattr(obj, part)
+            except Exception as exc:
+                self.record_failure(path, f"NEXUS_PLUGINS: cannot import {path}: "
+                                    f"{type(exc).__name__}: {exc}", "NEXUS_PLUGINS")
+                continue
+            self.register(obj, path, distribution="NEXUS_PLUGINS")
+        self.pm.check_pending()
+
     def load_entry_points(
         self, allow: Iterable[str] | None = None, deny: Iterable[str] = ()
     ) -> None:
@@ -385,20 +415,22 @@ def load_plugins() -> PluginRegistry:
                 settings = get_settings()
                 registry = PluginRegistry()
                 registry.load_entry_points(settings.load_plugins, settings.disable_plugins)
+                registry.load_paths(settings.plugins, settings.load_plugins,
+                                    settings.disable_plugins)
                 _register_builtin_sink(registry, settings)
                 _registry = registry
     return _registry
 
 
 def _register_builtin_sink(registry: PluginRegistry, settings: Any) -> None:
-    """Register the sink NEXUS_SINK selects, as an ordinary plugin named ``sink-<kind>`` (the
-    allow/deny lists apply to it like to any plugin)."""
-    from nexus_core.sinks import builtin_sink
+    """Register the sinks NEXUS_SINK selects, as one ordinary plugin (``sink-jsonl``,
+    ``sink-sql+http``); the allow/deny lists apply to each ``sink-<kind>``."""
+    from nexus_core.sinks import builtin_sinks
 
-    sink = builtin_sink(settings)
-    if not _allowed({sink.name}, settings.load_plugins, settings.disable_plugins):
-        return
-    registry.register(sink, sink.name, distribution="nexus-core")
+    sinks = builtin_sinks(settings, lambda name: _allowed(
+        {name}, settings.load_plugins, settings.disable_plugins))
+    if sinks is not None:
+        registry.register(sinks, sinks.name, distribution="nexus-core")
 
 
 def set_registry(registry: PluginRegistry | None) -> PluginRegistry | None:

@@ -216,24 +216,8 @@ class StoreBase:
         if current == t.LATEST_VERSION:
             return current
         with self._tx() as conn:
-            if conn.dialect.name == "postgresql":
-                # Serialize concurrent migrators (several workers starting at once).
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7391022345)"))
-            t.schema_version.create(conn, checkfirst=True)
-            current = conn.execute(sa.select(t.schema_version.c.version)).scalar() or 0
-            if current > t.LATEST_VERSION:
-                raise StoreError(
-                    f"database {self.url} has schema version {current}, newer than this "
-                    f"nexus-core supports ({t.LATEST_VERSION})",
-                    hint="upgrade nexus-core on this machine",
-                )
-            for version, _description, step in t.MIGRATIONS:
-                if version > current:
-                    step(conn)
-            values = {"version": t.LATEST_VERSION, "updated_at": utcnow()}
-            if conn.execute(sa.update(t.schema_version).values(**values)).rowcount == 0:
-                conn.execute(sa.insert(t.schema_version).values(id=1, **values))
-        return t.LATEST_VERSION
+            return apply_migrations(conn, t.schema_version, t.MIGRATIONS, lock_id=7391022345,
+                                    where=self.url)
 
     # -- installations ---------------------------------------------------------------------
 
@@ -451,6 +435,33 @@ class StoreBase:
 
 
 
+def apply_migrations(
+    conn: sa.Connection, version_table: sa.Table, migrations: list[Any], *, lock_id: int,
+    where: str,
+) -> int:
+    """Apply the steps of ``migrations`` ((version, description, step), append-only) newer than
+    the version recorded in ``version_table``, in the caller's transaction; refuses a database
+    newer than the code. The store and the SQL sink keep their schemas this way."""
+    latest = migrations[-1][0]
+    if conn.dialect.name == "postgresql":
+        # Serialize concurrent migrators (several workers starting at once).
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_id})
+    version_table.create(conn, checkfirst=True)
+    current = conn.execute(sa.select(version_table.c.version)).scalar() or 0
+    if current > latest:
+        raise StoreError(
+            f"database {where} has {version_table.name} {current}, newer than this nexus-core "
+            f"supports ({latest})", hint="upgrade nexus-core on this machine",
+        )
+    for version, _description, step in migrations:
+        if version > current:
+            step(conn)
+    values = {"version": latest, "updated_at": utcnow()}
+    if conn.execute(sa.update(version_table).values(**values)).rowcount == 0:
+        conn.execute(sa.insert(version_table).values(id=1, **values))
+    return int(latest)
+
+
 def _key(table: sa.Table) -> Any:
     """``tenant_id = :k_tenant AND install_id = :k_install`` on ``table``."""
     return sa.and_(table.c.tenant_id == sa.bindparam("k_tenant"),
@@ -486,11 +497,12 @@ def _enable_wal(cur: Any, timeout: float = 30.0) -> bool:
             delay = min(delay * 2, 0.2)
 
 
-def make_engine(url: str) -> sa.Engine:
+def make_engine(url: str, **options: Any) -> sa.Engine:
+    """An engine for the store (or the SQL sink: ``options`` go to ``create_engine``)."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         # ``timeout`` is SQLite's busy timeout (sqlite3 sets it on every connection).
-        engine = sa.create_engine(parsed, connect_args={"timeout": 30})
+        engine = sa.create_engine(parsed, connect_args={"timeout": 30}, **options)
         file_backed = bool(parsed.database) and parsed.database != ":memory:"
         wal = {"set": False}
 
@@ -535,7 +547,7 @@ def make_engine(url: str) -> sa.Engine:
         return engine
     if parsed.get_backend_name() == "postgresql":
         args = {"connect_timeout": 5} if parsed.get_driver_name() == "psycopg" else {}
-        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=args)
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=args, **options)
     raise StoreError(
         f"unsupported database URL {parsed.render_as_string(hide_password=True)}",
         hint="use sqlite:///path.db or postgresql+psycopg://user@host/db",

@@ -83,7 +83,8 @@ def test_empty_value_means_the_default():
         ("REDIS_URL", "redis://:6379/0", "REDIS_URL has no host"),
         ("NEXUS_PUBLIC_URL", "hooks.example.com", "NEXUS_PUBLIC_URL must be an http"),
         ("NEXUS_PUBLIC_URL", "https://h.example/?x=1", "without ?query"),
-        ("NEXUS_SINK", "s3", "NEXUS_SINK must be one of jsonl, null"),
+        ("NEXUS_SINK", "s3", "NEXUS_SINK must be one or more of jsonl, sql, http, null"),
+        ("NEXUS_SINK", "sql,nope", "NEXUS_SINK must be one or more of"),
         ("NEXUS_SINK_DIR", "a\nb", "NEXUS_SINK_DIR must be a directory path without control"),
     ],
 )

@@ -82,11 +82,15 @@ def test_leases_never_let_more_than_the_burst_through(redis_client):
     lim = limiter(redis_client, rate=1000, burst=100, headroom=1, max_wait=0)
     assert lim.lease_size == 10
     admitted = 0
+    started = time.monotonic()
     with pytest.raises(RateLimited):
         for _ in range(200):
             lim.acquire()
             admitted += 1
-    assert 80 <= admitted <= 100
+    # The bucket refills at 1 slot per ms while the loop runs (slowly, on a loaded machine):
+    # what may pass is the burst plus what the elapsed time refilled — never more.
+    refilled = int((time.monotonic() - started) * 1000) + 1
+    assert 80 <= admitted <= 100 + refilled
 
 
 def test_the_limit_is_shared_per_provider_account(redis_url, provider_server, open_session, kit):

@@ -1,12 +1,4 @@
-"""Built-in sinks: where records and events leave the SDK when no custom sink plugin is installed.
-
-Selected by NEXUS_SINK and registered by :func:`nexus_core.plugins.load_plugins` as an ordinary
-plugin (``sink-jsonl`` / ``sink-null``), so ``nexus plugins list`` shows it and the allow/deny
-lists apply to it like to any plugin. Custom sinks are plugins implementing ``process_records`` /
-``process_events``; several sinks may be active at once (every implementation is called).
-
-Cheap to import: it is loaded by every ``load_plugins()``.
-"""
+"""The file sinks: ``jsonl`` (one file per tenant, provider and stream) and ``null``."""
 
 from __future__ import annotations
 
@@ -16,15 +8,11 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nexus_core.errors import ConfigError
 from nexus_core.hookspecs import hookimpl
 from nexus_core.ids import file_part
 
 if TYPE_CHECKING:
-    from nexus_core.config import Settings
     from nexus_core.models import ConnectorContext, Record, WebhookEvent
-
-SINKS: tuple[str, ...] = ("jsonl", "null")
 
 
 def _json_default(value: Any) -> Any:
@@ -116,17 +104,3 @@ class NullSink:
     @hookimpl
     def process_events(self, ctx: ConnectorContext, events: list[WebhookEvent]) -> None:
         self.events += len(events)
-
-
-def builtin_sink(settings: Settings) -> JsonlSink | NullSink:
-    """The sink NEXUS_SINK selects; :class:`ConfigError` naming the variable when unknown."""
-    kind = settings.sink
-    if kind == "jsonl":
-        return JsonlSink(settings.sink_dir)
-    if kind == "null":
-        return NullSink()
-    raise ConfigError(
-        f"NEXUS_SINK must be one of {', '.join(SINKS)}, got {kind!r}",
-        hint="custom sinks are plugins implementing process_records/process_events; "
-        "set NEXUS_SINK=null to use only them",
-    )
