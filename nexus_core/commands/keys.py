@@ -17,8 +17,17 @@ def keys() -> None:
 
 
 @keys.command("generate")
-def generate() -> None:
+@click.option("--webhook", is_flag=True,
+              help="A Standard Webhooks signing secret (whsec_...) instead, for "
+              "NEXUS_SINK_SECRET.")
+def generate(webhook: bool) -> None:
     """Print a new random key (base64url, 32 bytes) for NEXUS_ENCRYPTION_KEYS."""
+    if webhook:
+        import base64
+        import secrets
+
+        click.echo("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+        return
     from nexus_core.crypto import generate_key
 
     click.echo(generate_key())

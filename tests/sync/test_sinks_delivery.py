@@ -142,3 +142,15 @@ def test_a_forged_or_replayed_delivery_is_refused_by_the_official_library(produc
     resp = requests.post(url, data=body, headers={"webhook-id": "x", "webhook-timestamp": "1",
                                                   "webhook-signature": "v1,AAAA"}, timeout=5)
     assert resp.status_code == 401 and app.forged == 1
+
+
+def test_keys_generate_webhook_makes_a_secret_the_sink_and_the_library_accept():
+    from click.testing import CliRunner
+
+    from nexus_core.cli import cli
+    from nexus_core.sinks.http import HttpSink
+
+    secret = CliRunner().invoke(cli, ["keys", "generate", "--webhook"]).stdout.strip()
+    assert secret.startswith("whsec_")
+    HttpSink("https://product.example.com/hook", secret)  # accepted
+    Webhook(secret)
