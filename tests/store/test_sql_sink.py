@@ -126,6 +126,7 @@ def test_any_arrival_order_with_redeliveries_converges_to_the_newest_versions(
     of each record (deleted or not)."""
     with sink.engine.begin() as conn:
         conn.execute(sa.delete(record_table))
+        conn.execute(sa.delete(event_table))
     deliveries = data.draw(st.lists(
         st.lists(st.sampled_from(versions), min_size=1, max_size=6), min_size=1, max_size=12))
     everything = [v for page in deliveries for v in page]
@@ -141,3 +142,12 @@ def test_any_arrival_order_with_redeliveries_converges_to_the_newest_versions(
         assert got[rid][1] == gone, (rid, got[rid], newest[rid])
         if not gone:
             assert got[rid][0] == minute, (rid, got[rid], newest[rid])
+    # Webhook deliveries, retried and replayed in any order: each event once.
+    batches = data.draw(st.lists(st.lists(st.sampled_from([f"ev{i}" for i in range(8)]),
+                                          min_size=1, max_size=5), min_size=1, max_size=6))
+    for batch in batches:
+        sink.process_events(ctx(), [WebhookEvent(id=e, type="t", provider="hubspot")
+                                    for e in batch])
+    with sink.engine.connect() as conn:
+        stored = conn.execute(sa.select(event_table.c.event_id)).scalars().all()
+    assert sorted(stored) == sorted({e for b in batches for e in b})

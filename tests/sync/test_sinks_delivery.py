@@ -62,7 +62,8 @@ def product():
 
 
 @pytest.fixture
-def sinks(sync_env, product, monkeypatch):
+def sinks(sync_env, product, monkeypatch, db_url):
+    """The SQL sink on SQLite and on PostgreSQL (``db_url``), the store on SQLite."""
     from nexus_core import runtime
     from nexus_core.config import get_settings, reset_settings
     from nexus_core.sinks import builtin_sinks
@@ -71,6 +72,7 @@ def sinks(sync_env, product, monkeypatch):
     monkeypatch.setenv("NEXUS_SINK", "sql,http")
     monkeypatch.setenv("NEXUS_SINK_URL", url)
     monkeypatch.setenv("NEXUS_SINK_SECRET", SECRET)
+    monkeypatch.setenv("NEXUS_SINK_DATABASE_URL", db_url)
     reset_settings()
     runtime.reset()
     sync_env.store = runtime.get_store()
