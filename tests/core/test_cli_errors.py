@@ -81,12 +81,13 @@ def test_an_unknown_installation_is_one_line(base_env, redis_url):
                    "unknown provider 'nope'")
 
 
-@pytest.mark.parametrize("args", [("serve", "--port", str(free_port())),
+@pytest.mark.parametrize("args", [("serve", "--port", "{port}"),
                                   ("run-worker", "--burst", "--workers", "1"),
                                   ("scheduler",)], ids=lambda a: a[0])
 def test_production_without_encryption_keys_refuses_to_start(base_env, redis_url, args):
     """Defect 6: `nexus serve` and `nexus run-worker` started anyway."""
     env = {**base_env, "REDIS_URL": redis_url, "NEXUS_ENV": "production"}
+    args = tuple(a.replace("{port}", str(free_port())) for a in args)
     one_line_error(nexus(env, *args, timeout=30),
                    "NEXUS_ENCRYPTION_KEYS is not set and NEXUS_ENV=production")
 

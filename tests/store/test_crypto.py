@@ -47,7 +47,8 @@ def test_a_missing_key_is_named_with_what_to_do():
     assert "nexus keys rotate" in str(err.value)
 
 
-@pytest.mark.parametrize("bad", ["short", "!!!not base64!!!", generate_key() + "AAAA"])
+@pytest.mark.parametrize("bad", ["short", "!!!not base64!!!", "A" * 43 + "AAAA"],
+                         ids=["short", "not-base64", "36-bytes"])
 def test_malformed_keys_are_a_config_error_naming_the_variable(bad):
     with pytest.raises(ConfigError, match="NEXUS_ENCRYPTION_KEYS") as err:
         KeyRing.from_string(f"{generate_key()},{bad}")
