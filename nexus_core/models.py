@@ -7,6 +7,7 @@ traceback never shows them.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -95,12 +96,127 @@ def _streams(value: Any) -> tuple[Stream, ...]:
     return tuple(out)
 
 
+#: A rate-limit bucket's name: letters, digits, ``_ . -`` (it is part of a Redis key).
+_BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _rate_buckets(value: Any) -> dict[str, RateLimits]:
+    """``RateLimits.buckets``: name -> :class:`RateLimits` (or its dict), one level deep."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"RateLimits.buckets must be a dict of name -> RateLimits, got "
+                        f"{type(value).__name__}")
+    out: dict[str, RateLimits] = {}
+    for name, limits in value.items():
+        if not isinstance(name, str) or not _BUCKET_NAME.fullmatch(name):
+            raise ValueError(f"a rate-limit bucket name is 1-64 letters, digits, '_', '.' or "
+                             f"'-', got {name!r}")
+        if isinstance(limits, dict):
+            limits = RateLimits(**limits)
+        if not isinstance(limits, RateLimits):
+            raise TypeError(f"rate-limit bucket {name!r}: expected RateLimits, got {limits!r}")
+        if limits.buckets:
+            raise ValueError(f"rate-limit bucket {name!r} cannot have buckets of its own")
+        out[name] = limits
+    return out
+
+
 @attrs.frozen
 class RateLimits:
-    """The provider's request budget, shared by every worker (per provider account)."""
+    """The provider's request budget, shared by every worker (per provider account).
+
+    ``buckets`` are further budgets of the same account that a request draws from instead of
+    this one when it names them (``ctx.http.post(url, json=..., rate_limit_bucket="search")``):
+    an API whose endpoints are limited separately (HubSpot's search API, Slack's method tiers).
+    Each bucket has its own shared limiter and its own 429 cool-down.
+    """
 
     requests_per_second: float = attrs.field(default=5.0, converter=float)
     burst_size: int = 10
+    # Dicts are left out of the hash, so that a Provider stays hashable.
+    buckets: dict[str, RateLimits] = attrs.field(factory=dict, hash=False,
+                                                 converter=_rate_buckets)
+
+    def bucket(self, name: str | None) -> RateLimits:
+        """The limits of bucket ``name`` (None: these); KeyError for an undeclared one."""
+        return self if name is None else self.buckets[name]
+
+    def with_overrides(self, overrides: Any) -> RateLimits:
+        """These limits with an installation's ``rate_limits`` config applied (a higher or
+        lower API tier): ``{"requests_per_second": 20, "burst_size": 20, "buckets":
+        {"search": {"requests_per_second": 8}}}``. Keys it does not know, buckets the
+        provider does not declare and values of the wrong type are ignored here
+        (``IntegrationService.validate_connector_config`` reports them)."""
+        if not isinstance(overrides, dict):
+            return self
+        out = attrs.evolve(self, **_limit_values(overrides))
+        raw = overrides.get("buckets")
+        if isinstance(raw, dict) and self.buckets:
+            buckets = dict(self.buckets)
+            for name, values in raw.items():
+                if name in buckets and isinstance(values, dict):
+                    buckets[name] = attrs.evolve(buckets[name], **_limit_values(values))
+            out = attrs.evolve(out, buckets=buckets)
+        return out
+
+
+def _limit_values(raw: dict[str, Any]) -> dict[str, Any]:
+    """The usable ``requests_per_second``/``burst_size`` of a config object."""
+    out: dict[str, Any] = {}
+    rps, burst = raw.get("requests_per_second"), raw.get("burst_size")
+    if isinstance(rps, int | float) and not isinstance(rps, bool) and \
+            math.isfinite(rps) and rps > 0:
+        out["requests_per_second"] = float(rps)
+    if isinstance(burst, int) and not isinstance(burst, bool) and burst >= 1:
+        out["burst_size"] = burst
+    return out
+
+
+def rate_limit_problems(provider_limits: RateLimits, value: Any) -> list[str]:
+    """What is wrong with an installation's ``rate_limits`` config (empty: nothing)."""
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return ["rate_limits must be an object"]
+    problems = _limit_problems("rate_limits", value)
+    unknown = sorted(str(k) for k in value if k not in ("requests_per_second", "burst_size",
+                                                        "buckets"))
+    if unknown:
+        problems.append(f"rate_limits: unknown key(s) {', '.join(unknown)}; known: "
+                        "requests_per_second, burst_size, buckets")
+    buckets = value.get("buckets")
+    if buckets is not None:
+        declared = provider_limits.buckets
+        if not isinstance(buckets, dict):
+            problems.append("rate_limits.buckets must be an object of bucket -> limits")
+        else:
+            for name, limits in buckets.items():
+                if name not in declared:
+                    problems.append(f"rate_limits.buckets: unknown bucket {name!r}; this "
+                                    f"provider has: {', '.join(declared) or 'none'}")
+                elif not isinstance(limits, dict):
+                    problems.append(f"rate_limits.buckets.{name} must be an object")
+                else:
+                    problems += _limit_problems(f"rate_limits.buckets.{name}", limits)
+                    extra = sorted(str(k) for k in limits
+                                   if k not in ("requests_per_second", "burst_size"))
+                    if extra:
+                        problems.append(f"rate_limits.buckets.{name}: unknown key(s) "
+                                        f"{', '.join(extra)}")
+    return problems
+
+
+def _limit_problems(where: str, raw: dict[str, Any]) -> list[str]:
+    problems = []
+    rps, burst = raw.get("requests_per_second"), raw.get("burst_size")
+    if rps is not None and (isinstance(rps, bool) or not isinstance(rps, int | float)
+                            or not math.isfinite(rps) or rps <= 0):
+        problems.append(f"{where}.requests_per_second must be a number > 0")
+    if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int)
+                              or burst < 1):
+        problems.append(f"{where}.burst_size must be an integer >= 1")
+    return problems
 
 
 @attrs.frozen

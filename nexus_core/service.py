@@ -13,7 +13,7 @@ import attrs
 
 from nexus_core.config import Settings, get_settings
 from nexus_core.errors import PluginError
-from nexus_core.models import Credentials, Health, Installation, Provider
+from nexus_core.models import Credentials, Health, Installation, Provider, rate_limit_problems
 from nexus_core.plugins import PluginRegistry, load_plugins
 
 
@@ -91,17 +91,7 @@ class IntegrationService:
             return ConfigValidation(
                 False, [f"config must be a JSON object, got {type(config).__name__}"]
             )
-        limits = config.get("rate_limits")
-        if limits is not None:
-            if not isinstance(limits, dict):
-                errors.append("rate_limits must be an object")
-            else:
-                rps = limits.get("requests_per_second")
-                burst = limits.get("burst_size")
-                if rps is not None and (not isinstance(rps, Real) or rps <= 0):
-                    errors.append("rate_limits.requests_per_second must be a number > 0")
-                if burst is not None and (not isinstance(burst, int) or burst < 1):
-                    errors.append("rate_limits.burst_size must be an integer >= 1")
+        errors += rate_limit_problems(provider.rate_limits, config.get("rate_limits"))
         timeouts = config.get("timeouts")
         if timeouts is not None:
             if not isinstance(timeouts, dict):
