@@ -5,7 +5,7 @@ from this module). Two kinds of hooks exist:
 
 * **Operation hooks** (``authorize``, ``refresh``, ``backfill``, ``delta``, ``handle_webhook``,
   ``verify_webhook``, ``health_check``, ``is_token_expired``, ``should_retry``,
-  ``parse_rate_limit``) are
+  ``parse_rate_limit``, ``rate_limit_wait``) are
   ``firstresult`` and are dispatched *only* to the plugin that provides the context's provider.
   Cross-cutting plugins may wrap them with ``@hookimpl(wrapper=True)`` (metrics, audit) — wrappers
   are called for every provider.
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         Credentials,
         Health,
         Provider,
+        RateLimitWait,
         Record,
         SyncPage,
         WebhookEvent,
@@ -56,6 +57,7 @@ OPERATION_HOOKS: tuple[str, ...] = (
     "is_token_expired",
     "should_retry",
     "parse_rate_limit",
+    "rate_limit_wait",
 )
 #: Hooks every provider plugin must implement; a provider plugin lacking one is skipped.
 REQUIRED_PROVIDER_HOOKS: tuple[str, ...] = ("nexus_provider", "backfill")
@@ -224,6 +226,31 @@ def parse_rate_limit(provider: Provider, headers: dict[str, str]) -> dict[str, A
 
     Called by the HTTP client after each response; the latest value is kept per provider account
     and shown as ``rate_limit_status`` in health checks. Return None when the headers are absent.
+
+    ``firstresult``: only the provider's own plugin is called.
+    """
+
+
+@hookspec(firstresult=True)
+def rate_limit_wait(
+    provider: Provider, status: int, headers: dict[str, str], body: bytes
+) -> float | RateLimitWait | None:
+    """Tell whether an error answer means "too many requests", and how long to wait.
+
+    Called by the HTTP client on every answer with a status >= 400 (``body`` is empty for a
+    streamed request). Return the seconds to wait, or a
+    :class:`~nexus_core.models.RateLimitWait` to say more: ``scope="account"`` for a limit
+    that covers every rate-limit bucket of the provider account (a daily quota), a
+    ``reason`` for logs. Return None for an answer that is not a rate limit: a 429 then waits
+    for its ``Retry-After`` (else the parsed rate-limit headers' ``interval_seconds``, else the
+    budget's refill time), any other status goes back to the connector.
+
+    The wait becomes a shared cool-down in Redis, so no process of any worker sends for that
+    account (or bucket) meanwhile. A wait within NEXUS_RATE_LIMIT_MAX_WAIT is slept and the
+    request sent again; a longer one — a daily quota that resets at midnight — raises
+    ``RateLimited(retry_after=...)`` and the job is deferred until then without consuming a
+    retry, instead of retrying into the limit. This is how a provider whose limit answer is
+    not a 429 (Salesforce's ``403 REQUEST_LIMIT_EXCEEDED``) is handled too.
 
     ``firstresult``: only the provider's own plugin is called.
     """

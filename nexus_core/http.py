@@ -46,7 +46,7 @@ from nexus_core.errors import (
     RateLimited,
 )
 from nexus_core.log import redact
-from nexus_core.models import Credentials, Provider, RateLimits, Timeouts
+from nexus_core.models import Credentials, Provider, RateLimits, RateLimitWait, Timeouts
 from nexus_core.ratelimit import RateLimiter, account_scope
 from nexus_core.retries import (
     IDEMPOTENT_METHODS,
@@ -115,6 +115,7 @@ class ProviderSession:
         self._retry_statuses = frozenset(provider.retry.retry_statuses)
         self._backoff_base = settings.http_backoff_base
         self._parse_hook = _hook(registry, "parse_rate_limit", provider.id)
+        self._wait_hook = _hook(registry, "rate_limit_wait", provider.id)
         self._last_status: dict[str, Any] | None = None
         self._status_shared_at = 0.0
         self._fresh: tuple[Credentials | None, Credentials] | None = None
@@ -307,26 +308,28 @@ class ProviderSession:
             call.status = resp.status_code
             self._note_rate_limit(resp)
 
-            if resp.status_code == 429:
+            verdict = self._rate_limit_verdict(resp, kwargs.get("stream", False)) \
+                if resp.status_code >= 400 else None
+            if resp.status_code == 429 or verdict is not None:
                 self._record(limiter, admission, ok=True)  # the provider is up, just busy
                 admission = attrs.evolve(admission, probe=False, failures=0)
-                wait = self._on_429(resp, limiter)
+                wait, scope = self._on_429(resp, limiter, verdict)
                 resp.close()
+                reason = f"{resp.status_code}" + (f" {verdict.reason}" if verdict is not None
+                                                  and verdict.reason else "")
                 if rate_limited < self.provider.retry.max_retries and wait <= self.max_wait:
                     rate_limited += 1
-                    self._count_retry(call, "rate_limited", f"429, cool-down {wait:.1f} s")
+                    self._count_retry(call, "rate_limited", f"{reason}, cool-down {wait:.1f} s")
                     if limiter is None:
                         time.sleep(wait)
                     self._admit(limiter, first=False)
                     continue
-                which = f" (bucket {call.bucket})" if call.bucket else ""
                 raise RateLimited(
-                    f"{self.provider.name} answered 429 Too Many Requests for {method} "
-                    f"{host}{call.path}; shared cool-down of {wait:.1f} s for this "
-                    f"account{which}",
+                    f"{self.provider.name} answered {reason} (too many requests) for {method} "
+                    f"{host}{call.path}; shared cool-down of {wait:.1f} s for {scope}",
                     retry_after=wait,
                     provider=self.provider.id,
-                    status=429,
+                    status=resp.status_code,
                     **self._error_context,
                 )
 
@@ -507,9 +510,41 @@ class ProviderSession:
 
     # -- rate-limit answers ------------------------------------------------------------------
 
-    def _on_429(self, resp: requests.Response, limiter: RateLimiter | None) -> float:
-        wait = retry_after_seconds(resp.headers.get("Retry-After"))
+    def _rate_limit_verdict(self, resp: requests.Response, stream: bool
+                            ) -> RateLimitWait | None:
+        """The ``rate_limit_wait`` hook's reading of an error answer (None: not a rate limit,
+        or no hook)."""
+        if self._wait_hook is None:
+            return None
+        answer = self._wait_hook(provider=self.provider, status=resp.status_code,
+                                 headers=resp.headers, body=b"" if stream else resp.content)
+        if answer is None or answer is False:
+            return None
+        try:
+            if isinstance(answer, RateLimitWait):
+                return answer
+            if isinstance(answer, int | float) and not isinstance(answer, bool):
+                return RateLimitWait(answer)
+        except ValueError:
+            pass
+        logger.warning("{}: the rate_limit_wait hook answered {!r}, not seconds or a "
+                       "RateLimitWait; ignored", self.provider.id, answer)
+        return None
+
+    def _on_429(self, resp: requests.Response, limiter: RateLimiter | None,
+                verdict: RateLimitWait | None = None) -> tuple[float, str]:
+        """Start the shared cool-down of a rate-limit answer: (seconds, what cools down)."""
         bucket = limiter.bucket if limiter is not None else None
+        if verdict is not None:
+            if verdict.scope == "account":
+                if self._redis is not None:
+                    for name in (None, *self.rate_limits.buckets):
+                        self._limiter(name).cooldown(verdict.seconds)
+                return verdict.seconds, "every request of this account"
+            if limiter is not None:
+                limiter.cooldown(verdict.seconds)
+            return verdict.seconds, "this account" + (f" (bucket {bucket})" if bucket else "")
+        wait = retry_after_seconds(resp.headers.get("Retry-After"))
         if wait is None:
             # The provider's rate-limit headers describe its main budget, not a bucket's.
             interval = (self._last_status or {}).get("interval_seconds") \
@@ -520,7 +555,7 @@ class ProviderSession:
             )
         if limiter is not None:
             limiter.cooldown(wait)
-        return wait
+        return wait, "this account" + (f" (bucket {bucket})" if bucket else "")
 
     def _note_rate_limit(self, resp: requests.Response) -> None:
         if self._parse_hook is not None:

@@ -219,6 +219,36 @@ def _limit_problems(where: str, raw: dict[str, Any]) -> list[str]:
     return problems
 
 
+#: Longest wait a provider's rate-limit answer is believed for (two days): a daily quota
+#: resets within one; anything longer is an unreadable answer, not a reason to stop for good.
+MAX_RATE_LIMIT_WAIT = 2 * 86400.0
+
+
+def _wait_seconds(value: Any) -> float:
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"RateLimitWait.seconds must be a finite number >= 0, got {value!r}")
+    return min(seconds, MAX_RATE_LIMIT_WAIT)
+
+
+@attrs.frozen
+class RateLimitWait:
+    """A provider's answer meaning "too many requests", read by its ``rate_limit_wait`` hook:
+    wait ``seconds`` before the next request. ``scope="bucket"`` cools down the budget the
+    request drew from; ``"account"`` every budget of the provider account (a daily quota that
+    covers all endpoints). ``reason`` is shown in logs and errors (``"DAILY limit"``).
+    Waits are capped at two days."""
+
+    seconds: float = attrs.field(converter=_wait_seconds)
+    scope: Literal["bucket", "account"] = "bucket"
+    reason: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if self.scope not in ("bucket", "account"):
+            raise ValueError(f"RateLimitWait.scope must be 'bucket' or 'account', got "
+                             f"{self.scope!r}")
+
+
 @attrs.frozen
 class Timeouts:
     """Seconds; both are always set on every request."""

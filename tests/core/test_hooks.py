@@ -161,6 +161,19 @@ def test_hook_parse_rate_limit(reg):
         provider=reg.provider("alpha"), headers={"X-Remaining": "7"}) == {"remaining": 7}
 
 
+def test_hook_rate_limit_wait(reg):
+    from nexus_core.models import RateLimitWait
+
+    both(reg, "rate_limit_wait",
+         lambda self, provider, status, headers, body:
+         RateLimitWait(60, scope="account") if b"DAILY" in body else None,
+         lambda self, provider, status, headers, body: 1.0)
+    hook = reg.hook("rate_limit_wait", "alpha")
+    assert hook(provider=reg.provider("alpha"), status=429, headers={},
+                body=b'{"policyName":"DAILY"}') == RateLimitWait(60, scope="account")
+    assert hook(provider=reg.provider("alpha"), status=429, headers={}, body=b"{}") is None
+
+
 def test_hook_process_records(reg):
     received = []
 

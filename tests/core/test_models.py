@@ -143,3 +143,15 @@ def test_providers_stay_hashable_with_their_dict_fields():
     provider = EXAMPLES[1]
     assert provider.streams[1].json_schema and provider.oauth.extra_fields
     assert {provider: 1}[provider] == 1
+
+
+def test_a_rate_limit_wait_is_finite_capped_and_scoped():
+    from nexus_core.models import MAX_RATE_LIMIT_WAIT, RateLimitWait
+
+    assert RateLimitWait(5).scope == "bucket"
+    assert RateLimitWait(10 ** 9, scope="account").seconds == MAX_RATE_LIMIT_WAIT
+    for bad in (float("nan"), float("inf"), -1):
+        with pytest.raises(ValueError):
+            RateLimitWait(bad)
+    with pytest.raises(ValueError, match="scope"):
+        RateLimitWait(1, scope="tenant")
