@@ -294,6 +294,14 @@ class OAuthConfig:
     token_url: str
     pkce: bool = False
     scope_separator: str = " "
+    #: Scopes asked for only if the account has them (HubSpot ``optional_scope``): sent,
+    #: joined like the scopes, in the ``optional_scope_param`` query parameter.
+    optional_scopes: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    optional_scope_param: str = "optional_scope"
+    #: Variable overriding the scheme and host of ``authorize_url`` (its path is kept): the
+    #: consent page often lives on another host than the API (``app.`` vs ``api.``), so
+    #: ``Provider.base_url_env`` cannot move it to a simulator or a regional host.
+    authorize_base_url_env: str | None = None
     #: Lifetime assumed when the token response carries no ``expires_in``.
     default_token_lifetime: float | None = None
     #: ``"form"``: client id/secret in the body; ``"basic"``: HTTP Basic auth.
@@ -528,6 +536,10 @@ class Provider:
                        "OAuth redirect URI registered with the app (unless given per flow)"))
             add(EnvVar(f"{prefix}_AUTHORIZE_URL",
                        f"overrides the authorize URL {self.oauth.authorize_url}"))
+            if self.oauth.authorize_base_url_env:
+                add(EnvVar(self.oauth.authorize_base_url_env,
+                           "overrides the scheme and host of the authorize URL "
+                           f"{self.oauth.authorize_url} (sandboxes, simulators)"))
             add(EnvVar(f"{prefix}_TOKEN_URL", f"overrides the token URL {self.oauth.token_url}"))
         if self.webhook is not None:
             envs = self.webhook.secret_envs
