@@ -409,6 +409,12 @@ class WebhookConfig:
     """How a provider signs its webhooks and how a delivery finds its installation."""
 
     scheme: WebhookScheme
+    #: Other schemes accepted, for a provider that signs some deliveries differently (HubSpot:
+    #: v3, or v1/v2 when ``X-HubSpot-Signature-Version`` says so). A delivery is verified by
+    #: the first of ``scheme``, then these, whose signature headers it carries; when it
+    #: carries none, by ``scheme``. A delivery failing that scheme is rejected without trying
+    #: the others, so a weaker scheme is never a way around a stronger one it also carries.
+    fallback_schemes: tuple[WebhookScheme, ...] = attrs.field(default=(), converter=_names)
     #: Environment variables holding the secret(s), first match wins; comma-separated values
     #: are several secrets (rotation).
     secret_envs: tuple[str, ...] = attrs.field(default=(), converter=_names)
