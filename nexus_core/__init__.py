@@ -43,6 +43,7 @@ from nexus_core.models import (
     WebhookConfig,
     WebhookEvent,
     WebhookRequest,
+    WebhookResult,
 )
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ __all__ = [
     "WebhookEvent",
     "WebhookRejected",
     "WebhookRequest",
+    "WebhookResult",
     "__version__",
     "hookimpl",
     "hookspec",

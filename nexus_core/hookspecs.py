@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         SyncPage,
         WebhookEvent,
         WebhookRequest,
+        WebhookResult,
     )
 
 PROJECT = "nexus"
@@ -147,13 +148,21 @@ def delta(ctx: ConnectorContext, stream: str, cursor: str | None) -> SyncPage | 
 
 
 @hookspec(firstresult=True)
-def handle_webhook(ctx: ConnectorContext, request: WebhookRequest) -> list[WebhookEvent] | None:
+def handle_webhook(
+    ctx: ConnectorContext, request: WebhookRequest
+) -> list[WebhookEvent] | WebhookResult | None:
     """Turn a verified webhook delivery into normalized events.
 
     Called by the webhook job, after the ingress verified the signature and routed the delivery
     to this installation. ``request`` holds the raw body and headers. Return the list of
     :class:`~nexus_core.models.WebhookEvent` for this installation (a batch may hold events of
     several accounts; return only those of ``ctx.account_id``). They go to ``process_events``.
+
+    A provider whose events only name what changed may read the changed objects with
+    ``ctx.http`` and return a :class:`~nexus_core.models.WebhookResult` (events and records):
+    the records go to ``process_records`` (one call per stream, deletions as
+    ``Record(deleted=True)``) before the events go to ``process_events``. A rate limit or an
+    open breaker during that fetch defers the job like a sync's.
 
     ``firstresult``: only the provider's own plugin is called.
     """

@@ -687,6 +687,18 @@ class WebhookEvent:
 
 
 @attrs.frozen
+class WebhookResult:
+    """What ``handle_webhook`` returns when a delivery yields records as well as events: the
+    records it read from the provider for those events (a targeted fetch of the changed
+    objects; ``Record(deleted=True)`` for deletions). They go to ``process_records``, one call
+    per stream, before the events go to ``process_events`` — so a sink sees an object's new
+    state no later than the event about it."""
+
+    events: list[WebhookEvent] = attrs.Factory(list)
+    records: list[Record] = attrs.Factory(list)
+
+
+@attrs.frozen
 class Health:
     """The seed's health-check answer."""
 
