@@ -76,6 +76,35 @@ class Stream:
             raise ValueError(f"stream {self.name!r}: primary_key must name at least one field")
 
 
+@attrs.frozen
+class StreamPattern:
+    """Streams an installation may name beyond ``Provider.streams``: any name its config
+    lists (``{"streams": ["contacts", "tickets"]}``) that matches ``pattern`` — a regular
+    expression matched against the whole name — is a stream with this primary key and cursor
+    field, read by the same hooks. For APIs with open-ended object types: HubSpot's CRM
+    objects (tickets, products, custom objects), Salesforce's sObjects."""
+
+    pattern: str
+    primary_key: str | tuple[str, ...] = attrs.field(default="id", converter=_primary_key)
+    cursor_field: str | None = None
+    description: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        try:
+            re.compile(self.pattern)
+        except (re.error, TypeError) as exc:
+            raise ValueError(f"StreamPattern.pattern is not a regular expression: {exc}"
+                             ) from None
+
+    def matches(self, name: Any) -> bool:
+        return isinstance(name, str) and 0 < len(name) <= 200 and \
+            re.fullmatch(self.pattern, name) is not None
+
+    def stream(self, name: str) -> Stream:
+        return Stream(name, primary_key=self.primary_key, cursor_field=self.cursor_field,
+                      description=self.description)
+
+
 def _streams(value: Any) -> tuple[Stream, ...]:
     """``Provider.streams`` accepts names (``("widgets",)``), :class:`Stream` objects and
     their dicts (JSON), in any mix."""
@@ -476,6 +505,8 @@ class Provider:
     scopes: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     #: The streams it syncs; plain names are accepted (``streams=("widgets",)``).
     streams: tuple[Stream, ...] = attrs.field(default=(), converter=_streams)
+    #: Further streams an installation's config may name (open-ended object types).
+    stream_pattern: StreamPattern | None = None
     webhook: WebhookConfig | None = None
     oauth: OAuthConfig | None = None
     description: str = ""
@@ -560,14 +591,27 @@ class Provider:
         return tuple(out.values())
 
     def stream(self, name: str) -> Stream:
-        """The declared stream ``name``; :class:`~nexus_core.errors.PluginError` naming the
-        known streams otherwise."""
+        """The stream ``name``: a declared one, or one that ``stream_pattern`` admits;
+        :class:`~nexus_core.errors.PluginError` naming the known streams otherwise."""
         for stream in self.streams:
             if stream.name == name:
                 return stream
-        known = ", ".join(self.stream_names) or "none declared"
-        raise PluginError(f"provider {self.id!r} has no stream {name!r}; its streams: {known}",
-                          provider=self.id)
+        if self.stream_pattern is not None and self.stream_pattern.matches(name):
+            return self.stream_pattern.stream(name)
+        raise PluginError(f"provider {self.id!r} has no stream {name!r}; its streams: "
+                          f"{self.describe_streams()}", provider=self.id)
+
+    def accepts_stream(self, name: Any) -> bool:
+        """Whether an installation may sync a stream called ``name``."""
+        return name in self.stream_names or (
+            self.stream_pattern is not None and self.stream_pattern.matches(name))
+
+    def describe_streams(self) -> str:
+        """``contacts, deals`` (``or any name matching <pattern>``) for messages."""
+        text = ", ".join(self.stream_names) or "none declared"
+        if self.stream_pattern is not None:
+            text += f" (or any name matching {self.stream_pattern.pattern})"
+        return text
 
 
 @attrs.frozen

@@ -103,7 +103,7 @@ class IntegrationService:
                         errors.append(f"timeouts.{key} must be a number of seconds > 0")
         streams = config.get("streams")
         if streams is not None:
-            unknown = [s for s in streams if s not in provider.stream_names] if isinstance(
+            unknown = [s for s in streams if not provider.accepts_stream(s)] if isinstance(
                 streams, list
             ) else None
             if unknown is None:
@@ -111,7 +111,7 @@ class IntegrationService:
             elif unknown:
                 errors.append(
                     f"unknown stream(s) {', '.join(map(str, unknown))}; "
-                    f"{provider.id} has: {', '.join(provider.stream_names) or 'none'}"
+                    f"{provider.id} has: {provider.describe_streams()}"
                 )
         for var in provider.variables():
             if var.required and not self.settings.get(var.name):

@@ -91,3 +91,17 @@ def test_validate_connector_config_checks_a_rate_limit_tier_against_the_declared
     assert service.validate_connector_config("chat", {"rate_limits": {"buckets": {
         "search": {}}}}).errors == [
         "rate_limits.buckets: unknown bucket 'search'; this provider has: none"]
+
+
+def test_validate_connector_config_accepts_streams_the_provider_pattern_admits():
+    from nexus_core.models import StreamPattern
+
+    reg = PluginRegistry()
+    reg.register(Hooked(Provider(id="objs", name="Objects", version="1", auth_type="none",
+                                 streams=("contacts",),
+                                 stream_pattern=StreamPattern(r"[a-z_]+"))), "objs")
+    service = IntegrationService(settings=load_settings({}, env_file=None), registry=reg)
+    assert service.validate_connector_config("objs", {"streams": ["contacts", "tickets"]}).valid
+    bad = service.validate_connector_config("objs", {"streams": ["Tickets!"]})
+    assert bad.errors == ["unknown stream(s) Tickets!; objs has: contacts (or any name "
+                          "matching [a-z_]+)"]
