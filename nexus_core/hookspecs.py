@@ -5,7 +5,7 @@ from this module). Two kinds of hooks exist:
 
 * **Operation hooks** (``authorize``, ``refresh``, ``backfill``, ``delta``, ``handle_webhook``,
   ``verify_webhook``, ``health_check``, ``is_token_expired``, ``should_retry``,
-  ``parse_rate_limit``, ``rate_limit_wait``) are
+  ``parse_rate_limit``, ``rate_limit_wait``, ``validate_config``) are
   ``firstresult`` and are dispatched *only* to the plugin that provides the context's provider.
   Cross-cutting plugins may wrap them with ``@hookimpl(wrapper=True)`` (metrics, audit) — wrappers
   are called for every provider.
@@ -59,6 +59,7 @@ OPERATION_HOOKS: tuple[str, ...] = (
     "should_retry",
     "parse_rate_limit",
     "rate_limit_wait",
+    "validate_config",
 )
 #: Hooks every provider plugin must implement; a provider plugin lacking one is skipped.
 REQUIRED_PROVIDER_HOOKS: tuple[str, ...] = ("nexus_provider", "backfill")
@@ -260,6 +261,20 @@ def rate_limit_wait(
     ``RateLimited(retry_after=...)`` and the job is deferred until then without consuming a
     retry, instead of retrying into the limit. This is how a provider whose limit answer is
     not a 429 (Salesforce's ``403 REQUEST_LIMIT_EXCEEDED``) is handled too.
+
+    ``firstresult``: only the provider's own plugin is called.
+    """
+
+
+@hookspec(firstresult=True)
+def validate_config(provider: Provider, config: dict[str, Any]) -> list[str] | None:
+    """Check the keys of an installation config that the provider plugin itself reads.
+
+    Called by ``IntegrationService.validate_connector_config`` — so before an installation is
+    added, updated or bound to a connect link — after the core checked its own keys
+    (``streams``, ``rate_limits``, ``timeouts``). Return a list of problems, each a sentence
+    naming the key and what it accepts (empty or None: the config is fine); the config is then
+    refused with them. Must not make network calls.
 
     ``firstresult``: only the provider's own plugin is called.
     """

@@ -78,7 +78,8 @@ class IntegrationService:
     def validate_connector_config(self, provider_id: str, config: Any) -> ConfigValidation:
         """Check an installation config for ``provider_id`` before it is stored.
 
-        Knows the keys the core reads (rate-limit and timeout overrides) and checks that the
+        Knows the keys the core reads (streams, rate-limit and timeout overrides), asks the
+        provider plugin about its own (``validate_config`` hook) and checks that the
         provider's OAuth client settings are present in the environment.
         """
         errors: list[str] = []
@@ -113,6 +114,10 @@ class IntegrationService:
                     f"unknown stream(s) {', '.join(map(str, unknown))}; "
                     f"{provider.id} has: {provider.describe_streams()}"
                 )
+        if self.registry.implements("validate_config", provider.id):
+            found = self.registry.hook("validate_config", provider.id)(
+                provider=provider, config=config)
+            errors += [str(problem) for problem in found or ()]
         for var in provider.variables():
             if var.required and not self.settings.get(var.name):
                 warnings.append(f"{var.name} is not set ({var.help}): {provider.id} will not "
