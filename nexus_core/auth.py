@@ -318,8 +318,8 @@ def token_error(oauth: OAuthConfig, status: int, data: Any) -> tuple[str | None,
     """(error code, description) of a token-endpoint answer, (None, None) for a success: a 2xx
     JSON object holding the access token (at ``access_token_field``) whose ``ok_field``, if
     declared, is not false."""
-    code = _text(lookup(data, oauth.error_field))
-    description = _text(lookup(data, oauth.error_description_field))
+    code = _first(data, oauth.error_field)
+    description = _first(data, oauth.error_description_field)
     not_ok = oauth.ok_field is not None and lookup(data, oauth.ok_field) is False
     if status < 400 and not not_ok and isinstance(data, dict):
         token = lookup(data, oauth.access_token_field)
@@ -337,6 +337,15 @@ def token_error(oauth: OAuthConfig, status: int, data: Any) -> tuple[str | None,
         else:
             code = f"HTTP {status}"
     return code, description
+
+
+def _first(data: Any, paths: tuple[str, ...]) -> str | None:
+    """The first of ``paths`` that holds a scalar in ``data``, as text."""
+    for path in paths:
+        value = _text(lookup(data, path))
+        if value is not None:
+            return value
+    return None
 
 
 def parse_token_response(

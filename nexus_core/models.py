@@ -343,9 +343,11 @@ class OAuthConfig:
     redirect_uri_env: str | None = None
     #: A field that is JSON ``false`` on errors even in an HTTP 200 (e.g. ``"ok"``).
     ok_field: str | None = None
-    #: Where the error code and its description are in an error answer.
-    error_field: str = "error"
-    error_description_field: str = "error_description"
+    #: Where the error code and its description are in an error answer; several paths are
+    #: tried in order (``("status", "error")``: HubSpot answers either).
+    error_field: tuple[str, ...] = attrs.field(default=("error",), converter=_names)
+    error_description_field: tuple[str, ...] = attrs.field(default=("error_description",),
+                                                           converter=_names)
     #: Error codes (case-insensitive) that mean, on a refresh, that the grant is dead and the
     #: tenant must reconnect (``needs_reauth``).
     reauth_errors: tuple[str, ...] = attrs.field(default=("invalid_grant",), converter=_names)

@@ -494,6 +494,12 @@ SLACK_LIKE = {"ok_field": "ok", "reauth_errors": ("invalid_refresh_token", "toke
          [{"errorCode": "INVALID_SESSION_ID", "message": "Session expired"}], True,
          "INVALID_SESSION_ID: Session expired"),
         ({}, 200, {"token_type": "bearer"}, False, "no_access_token"),
+        # several places to look, in order: HubSpot answers either shape
+        ({"error_field": ("status", "error"), "error_description_field": ("message",
+                                                                          "error_description"),
+          "reauth_errors": ("BAD_REFRESH_TOKEN", "invalid_grant")}, 400,
+         {"error": "invalid_grant", "error_description": "refresh token is invalid"}, True,
+         "invalid_grant: refresh token is invalid"),
     ],
 )
 def test_refresh_error_answers_are_classified_as_each_provider_declares(
