@@ -235,7 +235,8 @@ class SimApp:
         self.authenticate: Callable[[SimRequest], str | None] = lambda req: None
         self.unauthorized: Callable[[SimRequest], SimResponse] = lambda req: SimResponse.json(
             {"error": "invalid_token"}, 401)
-        #: Called with every authenticated answer (rate-limit headers, say): may change it.
+        #: Called with every authenticated answer, the rate limiter's 429s included (rate-limit
+        #: headers, say): may change it.
         self.after: Callable[[SimRequest, SimResponse, str], SimResponse] | None = None
         self._lock = threading.Lock()
 
@@ -290,6 +291,8 @@ class SimApp:
             if self.rate_limit is not None:
                 limited = self.rate_limit.check(account, request)
                 if limited is not None:
+                    if self.after is not None:  # a 429 carries the rate-limit headers too
+                        limited = self.after(request, limited, account)
                     return limited, account
         try:
             response = handler(request)

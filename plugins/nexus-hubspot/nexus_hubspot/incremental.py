@@ -173,10 +173,16 @@ class Window:
                           separators=(",", ":"))
 
     def next_window(self, lag: int) -> Window:
-        """The window after this one: from ``until - lag``, remembering the overlap."""
+        """The window after this one: from ``until - lag``, remembering every version
+        delivered in the overlap — read in this window, or earlier and not searchable when this
+        window was read (the index lag)."""
         assert self.until is not None
         since = self.until - lag
-        return Window(since=since, seen={k: v for k, v in self.keep.items() if v >= since})
+        seen = {k: v for k, v in self.seen.items() if v >= since}
+        for key, millis in self.keep.items():
+            if millis >= since:
+                seen[key] = millis
+        return Window(since=since, seen=seen)
 
     def offer(self, key: str, millis: int | None, lag: int) -> bool:
         """Whether a change read in this window is new (not delivered before); it is

@@ -79,7 +79,7 @@ def rate_limit_wait(status: int, headers: Any, body: Any, now: float | None = No
       the reset (``Retry-After`` when sent, else the next quarter hour), account-wide;
     * ``policyName: TEN_SECONDLY_ROLLING`` (or any other ``errorType: RATE_LIMIT``) — the
       rolling 10 s window is full: wait for it to pass (``Retry-After``, else the window the
-      headers give, else 10 s);
+      answer's ``X-HubSpot-RateLimit-Interval-Milliseconds`` gives, else 10 s);
     * the search API's ``"You have reached your secondly limit."`` (``category:
       RATE_LIMITS``, no headers, no Retry-After) — 1 s, for the search bucket only.
 

@@ -384,8 +384,8 @@ class HubSpotSimulator(ProviderSimulator):
                     for i in order[:limit]]
         else:
             order = []
-            for i in self.data.indexes(account, obj):
-                if i >= first:
+            for i in range(first, self.data.count(account, obj)):  # keyset: from the token
+                if not self.data.is_deleted(account, obj, i):
                     order.append(i)
                     if len(order) > limit:
                         break
