@@ -175,7 +175,8 @@ def main() -> None:
                             json.dumps({"streams": ["contacts"]}), env=env)
     at_limits = limited_total / limited["seconds"]
     print(f"  at HubSpot's real limits (10 req/s default budget, {limited_total} contacts): "
-          f"{at_limits:.0f} records/s (ceiling 1,000)")
+          f"{at_limits:.0f} records/s (steady state 1,000: 10 pages of 100 a second, "
+          "plus the burst)")
     print(f"RESULT connector_rps={c:.0f} handwritten_rps={h:.0f} ratio={ratio:.3f} "
           f"at_limits_rps={at_limits:.0f}")
 

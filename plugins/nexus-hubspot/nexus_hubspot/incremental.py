@@ -119,10 +119,11 @@ def backfill_page(ctx: ConnectorContext, obj: str, cursor: str | None) -> SyncPa
         started = crm.server_ms(resp.headers) or crm.now_ms()
     horizon = started - lag_ms(ctx.config)
     records = [crm.to_record(obj, item, what=what) for item in crm.results(body, what)]
-    for record in records:
-        millis = crm.modified_ms(record.data, obj)
-        if millis is not None and millis >= horizon:
-            _remember(keep, record.id, millis)
+    for record in records:  # updated_at is the last-modified property, read once
+        if record.updated_at is not None:
+            millis = round(record.updated_at.timestamp() * 1000)
+            if millis >= horizon:
+                _remember(keep, record.id, millis)
     nxt = crm.next_after(body)
     if nxt is not None:
         return SyncPage(records=records, next_cursor=json.dumps(
