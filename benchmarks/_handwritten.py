@@ -54,6 +54,31 @@ def backfill(url: str) -> int:
     return records
 
 
+#: The properties nexus-hubspot reads for contacts by default (the same work on both sides).
+HUBSPOT_PROPERTIES = ("email,firstname,lastname,phone,company,lifecyclestage,lastmodifieddate,"
+                      "hs_object_id")
+
+
+def hubspot_backfill(url: str, token: str) -> int:
+    """Every contact of a HubSpot portal: the list API, following ``paging.next.after``, each
+    page to the sink (benchmarks/hubspot_backfill.py)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    after, records = None, 0
+    while True:
+        params = {"limit": 100, "properties": HUBSPOT_PROPERTIES}
+        if after:
+            params["after"] = after
+        resp = _session.get(f"{url}/crm/v3/objects/contacts", params=params, headers=headers,
+                            timeout=(10, 30))
+        resp.raise_for_status()
+        data = resp.json()
+        sink(data["results"])
+        records += len(data["results"])
+        after = ((data.get("paging") or {}).get("next") or {}).get("after")
+        if not after:
+            return records
+
+
 def create_cursors(db: str, ids: list[str]) -> None:
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA journal_mode=WAL")  # as the engine's store file (a file property)

@@ -185,9 +185,11 @@ def endpoint(provider: Provider, which: str, settings: Settings | None = None) -
     """The ``authorize`` or ``token`` URL, with overrides for simulators and sandboxes:
 
     1. ``<ID>_AUTHORIZE_URL`` / ``<ID>_TOKEN_URL`` (e.g. ``ACME_TOKEN_URL``);
-    2. ``Provider.base_url_env``: a URL under ``base_url`` (or on its host) is moved to the
+    2. for ``authorize``, ``OAuthConfig.authorize_base_url_env``: its scheme and host (and
+       path prefix) replace ``authorize_url``'s, the path is kept;
+    3. ``Provider.base_url_env``: a URL under ``base_url`` (or on its host) is moved to the
        override, keeping the rest of the path;
-    3. ``Provider.oauth``.
+    4. ``Provider.oauth``.
     """
     settings = _settings(settings)
     oauth = oauth_config(provider)
@@ -195,6 +197,11 @@ def endpoint(provider: Provider, which: str, settings: Settings | None = None) -
     explicit = settings.get(f"{provider.env_prefix}_{which.upper()}_URL")
     if explicit:
         return explicit
+    host = settings.get(oauth.authorize_base_url_env) \
+        if which == "authorize" and oauth.authorize_base_url_env else None
+    if host:
+        parts = urlsplit(url)
+        return host.rstrip("/") + urlunsplit(("", "", parts.path, parts.query, parts.fragment))
     override = settings.get(provider.base_url_env) if provider.base_url_env else None
     if override and provider.base_url:
         base = provider.base_url.rstrip("/")
@@ -311,8 +318,8 @@ def token_error(oauth: OAuthConfig, status: int, data: Any) -> tuple[str | None,
     """(error code, description) of a token-endpoint answer, (None, None) for a success: a 2xx
     JSON object holding the access token (at ``access_token_field``) whose ``ok_field``, if
     declared, is not false."""
-    code = _text(lookup(data, oauth.error_field))
-    description = _text(lookup(data, oauth.error_description_field))
+    code = _first(data, oauth.error_field)
+    description = _first(data, oauth.error_description_field)
     not_ok = oauth.ok_field is not None and lookup(data, oauth.ok_field) is False
     if status < 400 and not not_ok and isinstance(data, dict):
         token = lookup(data, oauth.access_token_field)
@@ -330,6 +337,15 @@ def token_error(oauth: OAuthConfig, status: int, data: Any) -> tuple[str | None,
         else:
             code = f"HTTP {status}"
     return code, description
+
+
+def _first(data: Any, paths: tuple[str, ...]) -> str | None:
+    """The first of ``paths`` that holds a scalar in ``data``, as text."""
+    for path in paths:
+        value = _text(lookup(data, path))
+        if value is not None:
+            return value
+    return None
 
 
 def parse_token_response(

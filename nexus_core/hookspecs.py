@@ -5,7 +5,7 @@ from this module). Two kinds of hooks exist:
 
 * **Operation hooks** (``authorize``, ``refresh``, ``backfill``, ``delta``, ``handle_webhook``,
   ``verify_webhook``, ``health_check``, ``is_token_expired``, ``should_retry``,
-  ``parse_rate_limit``) are
+  ``parse_rate_limit``, ``rate_limit_wait``, ``validate_config``) are
   ``firstresult`` and are dispatched *only* to the plugin that provides the context's provider.
   Cross-cutting plugins may wrap them with ``@hookimpl(wrapper=True)`` (metrics, audit) — wrappers
   are called for every provider.
@@ -28,10 +28,12 @@ if TYPE_CHECKING:
         Credentials,
         Health,
         Provider,
+        RateLimitWait,
         Record,
         SyncPage,
         WebhookEvent,
         WebhookRequest,
+        WebhookResult,
     )
 
 PROJECT = "nexus"
@@ -56,6 +58,8 @@ OPERATION_HOOKS: tuple[str, ...] = (
     "is_token_expired",
     "should_retry",
     "parse_rate_limit",
+    "rate_limit_wait",
+    "validate_config",
 )
 #: Hooks every provider plugin must implement; a provider plugin lacking one is skipped.
 REQUIRED_PROVIDER_HOOKS: tuple[str, ...] = ("nexus_provider", "backfill")
@@ -145,13 +149,21 @@ def delta(ctx: ConnectorContext, stream: str, cursor: str | None) -> SyncPage | 
 
 
 @hookspec(firstresult=True)
-def handle_webhook(ctx: ConnectorContext, request: WebhookRequest) -> list[WebhookEvent] | None:
+def handle_webhook(
+    ctx: ConnectorContext, request: WebhookRequest
+) -> list[WebhookEvent] | WebhookResult | None:
     """Turn a verified webhook delivery into normalized events.
 
     Called by the webhook job, after the ingress verified the signature and routed the delivery
     to this installation. ``request`` holds the raw body and headers. Return the list of
     :class:`~nexus_core.models.WebhookEvent` for this installation (a batch may hold events of
     several accounts; return only those of ``ctx.account_id``). They go to ``process_events``.
+
+    A provider whose events only name what changed may read the changed objects with
+    ``ctx.http`` and return a :class:`~nexus_core.models.WebhookResult` (events and records):
+    the records go to ``process_records`` (one call per stream, deletions as
+    ``Record(deleted=True)``) before the events go to ``process_events``. A rate limit or an
+    open breaker during that fetch defers the job like a sync's.
 
     ``firstresult``: only the provider's own plugin is called.
     """
@@ -224,6 +236,45 @@ def parse_rate_limit(provider: Provider, headers: dict[str, str]) -> dict[str, A
 
     Called by the HTTP client after each response; the latest value is kept per provider account
     and shown as ``rate_limit_status`` in health checks. Return None when the headers are absent.
+
+    ``firstresult``: only the provider's own plugin is called.
+    """
+
+
+@hookspec(firstresult=True)
+def rate_limit_wait(
+    provider: Provider, status: int, headers: dict[str, str], body: bytes
+) -> float | RateLimitWait | None:
+    """Tell whether an error answer means "too many requests", and how long to wait.
+
+    Called by the HTTP client on every answer with a status >= 400 (``body`` is empty for a
+    streamed request). Return the seconds to wait, or a
+    :class:`~nexus_core.models.RateLimitWait` to say more: ``scope="account"`` for a limit
+    that covers every rate-limit bucket of the provider account (a daily quota), a
+    ``reason`` for logs. Return None for an answer that is not a rate limit: a 429 then waits
+    for its ``Retry-After`` (else the parsed rate-limit headers' ``interval_seconds``, else the
+    budget's refill time), any other status goes back to the connector.
+
+    The wait becomes a shared cool-down in Redis, so no process of any worker sends for that
+    account (or bucket) meanwhile. A wait within NEXUS_RATE_LIMIT_MAX_WAIT is slept and the
+    request sent again; a longer one — a daily quota that resets at midnight — raises
+    ``RateLimited(retry_after=...)`` and the job is deferred until then without consuming a
+    retry, instead of retrying into the limit. This is how a provider whose limit answer is
+    not a 429 (Salesforce's ``403 REQUEST_LIMIT_EXCEEDED``) is handled too.
+
+    ``firstresult``: only the provider's own plugin is called.
+    """
+
+
+@hookspec(firstresult=True)
+def validate_config(provider: Provider, config: dict[str, Any]) -> list[str] | None:
+    """Check the keys of an installation config that the provider plugin itself reads.
+
+    Called by ``IntegrationService.validate_connector_config`` — so before an installation is
+    added, updated or bound to a connect link — after the core checked its own keys
+    (``streams``, ``rate_limits``, ``timeouts``). Return a list of problems, each a sentence
+    naming the key and what it accepts (empty or None: the config is fine); the config is then
+    refused with them. Must not make network calls.
 
     ``firstresult``: only the provider's own plugin is called.
     """

@@ -40,12 +40,13 @@ from nexus_core.config import Settings, get_settings
 from nexus_core.errors import (
     AuthError,
     ConfigError,
+    PluginError,
     ProviderError,
     ProviderUnavailable,
     RateLimited,
 )
 from nexus_core.log import redact
-from nexus_core.models import Credentials, Provider, RateLimits, Timeouts
+from nexus_core.models import Credentials, Provider, RateLimits, RateLimitWait, Timeouts
 from nexus_core.ratelimit import RateLimiter, account_scope
 from nexus_core.retries import (
     IDEMPOTENT_METHODS,
@@ -97,10 +98,11 @@ class ProviderSession:
         self._context = {"provider": provider.id, "tenant_id": tenant_id, "install_id": install_id}
         self._error_context = {"tenant_id": tenant_id, "install_id": install_id}
         self.timeouts = attrs.evolve(provider.timeouts, **_known(config.get("timeouts"), Timeouts))
-        self.rate_limits = attrs.evolve(
-            provider.rate_limits, **_known(config.get("rate_limits"), RateLimits)
-        )
+        #: The provider's limits with the installation's tier applied (``config["rate_limits"]``).
+        self.rate_limits: RateLimits = provider.rate_limits.with_overrides(
+            config.get("rate_limits"))
         self.max_wait = settings.rate_limit_max_wait
+        self._headroom = settings.rate_limit_headroom
         env = provider.base_url_env
         #: The simulator/sandbox override; it wins over a Salesforce-style ``instance_url``.
         env_url = (env and (settings.get(env) or os.environ.get(env))) or ""
@@ -113,11 +115,15 @@ class ProviderSession:
         self._retry_statuses = frozenset(provider.retry.retry_statuses)
         self._backoff_base = settings.http_backoff_base
         self._parse_hook = _hook(registry, "parse_rate_limit", provider.id)
+        self._wait_hook = _hook(registry, "rate_limit_wait", provider.id)
         self._last_status: dict[str, Any] | None = None
         self._status_shared_at = 0.0
         self._fresh: tuple[Credentials | None, Credentials] | None = None
 
+        self._redis = redis
         self.limiter: RateLimiter | None = None
+        #: One limiter per rate-limit bucket used so far (None: the main one, ``limiter``).
+        self._limiters: dict[str | None, RateLimiter] = {}
         self.breaker: CircuitBreaker | None = None
         if redis is None:
             logger.bind(**self._context).info(
@@ -125,16 +131,7 @@ class ProviderSession:
                 "installation {}", provider.id, install_id,
             )
         else:
-            self.limiter = RateLimiter(
-                redis,
-                provider_id=provider.id,
-                account=self.account,
-                requests_per_second=self.rate_limits.requests_per_second,
-                burst_size=self.rate_limits.burst_size,
-                max_wait=self.max_wait,
-                headroom=settings.rate_limit_headroom,
-                error_context=self._error_context,
-            )
+            self.limiter = self._limiter(None)
             self.breaker = CircuitBreaker(
                 redis,
                 provider_id=provider.id,
@@ -177,21 +174,33 @@ class ProviderSession:
     # -- public API --------------------------------------------------------------------------
 
     def request(
-        self, method: str, url: str, *, idempotency_key: str | None = None, **kwargs: Any
+        self, method: str, url: str, *, idempotency_key: str | None = None,
+        rate_limit_bucket: str | None = None, **kwargs: Any
     ) -> requests.Response:
         """Send one request with everything applied; returns the provider's answer.
+
+        ``rate_limit_bucket`` names one of the provider's ``RateLimits.buckets`` the request
+        draws from instead of the account's main budget (HubSpot's search API).
 
         Raises :class:`RateLimited`, :class:`ProviderUnavailable` (breaker open),
         :class:`ProviderError` (unreachable, or 5xx after the retries) and :class:`AuthError`
         (refresh failed, or still expired after it). Other 4xx answers are returned.
         """
+        if rate_limit_bucket is not None and rate_limit_bucket not in self.rate_limits.buckets:
+            raise PluginError(
+                f"{self.provider.id} declares no rate-limit bucket {rate_limit_bucket!r}; "
+                f"its buckets: {', '.join(self.rate_limits.buckets) or 'none'}",
+                provider=self.provider.id,
+                hint="declare it in Provider.rate_limits=RateLimits(..., buckets={...})",
+            )
         method = method.upper()
         kwargs["timeout"] = kwargs.get("timeout") or (self.timeouts.connect, self.timeouts.read)
         headers = dict(kwargs.pop("headers", None) or {})
         if idempotency_key is not None:
             headers.setdefault("Idempotency-Key", idempotency_key)
         path = redact(urlsplit(url).path or "/")
-        call = CallState(method=method, path=path, any_method=idempotency_key is not None)
+        call = CallState(method=method, path=path, any_method=idempotency_key is not None,
+                         bucket=rate_limit_bucket)
         start = time.perf_counter()
         status = "error"
         with logger.contextualize(**self._context):
@@ -267,7 +276,8 @@ class ProviderSession:
         kwargs: dict[str, Any],
         call: CallState,
     ) -> requests.Response:
-        admission = self._admit(first=True)
+        limiter = self._limiter(call.bucket) if self._redis is not None else None
+        admission = self._admit(limiter, first=True)
         call.single_attempt = admission.probe
         refreshed = False
         rate_limited = 0
@@ -286,7 +296,7 @@ class ProviderSession:
             except (requests.ConnectionError, requests.Timeout,
                     requests.exceptions.ChunkedEncodingError) as exc:
                 reason, before_sending = describe_failure(exc, self.timeouts)
-                self._record(admission, ok=False)
+                self._record(limiter, admission, ok=False)
                 raise ProviderError(
                     f"{self.provider.name} could not be reached: {reason} for {method} "
                     f"{host}{call.path} after {call.retries + 1} attempt(s)",
@@ -298,24 +308,28 @@ class ProviderSession:
             call.status = resp.status_code
             self._note_rate_limit(resp)
 
-            if resp.status_code == 429:
-                self._record(admission, ok=True)  # the provider is up, just busy
+            verdict = self._rate_limit_verdict(resp, kwargs.get("stream", False)) \
+                if resp.status_code >= 400 else None
+            if resp.status_code == 429 or verdict is not None:
+                self._record(limiter, admission, ok=True)  # the provider is up, just busy
                 admission = attrs.evolve(admission, probe=False, failures=0)
-                wait = self._on_429(resp)
+                wait, scope = self._on_429(resp, limiter, verdict)
                 resp.close()
+                reason = f"{resp.status_code}" + (f" {verdict.reason}" if verdict is not None
+                                                  and verdict.reason else "")
                 if rate_limited < self.provider.retry.max_retries and wait <= self.max_wait:
                     rate_limited += 1
-                    self._count_retry(call, "rate_limited", f"429, cool-down {wait:.1f} s")
-                    if self.limiter is None:
+                    self._count_retry(call, "rate_limited", f"{reason}, cool-down {wait:.1f} s")
+                    if limiter is None:
                         time.sleep(wait)
-                    self._admit(first=False)
+                    self._admit(limiter, first=False)
                     continue
                 raise RateLimited(
-                    f"{self.provider.name} answered 429 Too Many Requests for {method} "
-                    f"{host}{call.path}; shared cool-down of {wait:.1f} s for this account",
+                    f"{self.provider.name} answered {reason} (too many requests) for {method} "
+                    f"{host}{call.path}; shared cool-down of {wait:.1f} s for {scope}",
                     retry_after=wait,
                     provider=self.provider.id,
-                    status=429,
+                    status=resp.status_code,
                     **self._error_context,
                 )
 
@@ -325,7 +339,7 @@ class ProviderSession:
                 if refreshed or self._refresh is None:
                     outcome = "still_expired" if refreshed else "no_refresh"
                     metrics.TOKEN_REFRESHES.labels(self.provider.id, outcome).inc()
-                    self._record(admission, ok=True)
+                    self._record(limiter, admission, ok=True)
                     resp.close()
                     raise AuthError(
                         f"{self.provider.name} rejected the access token for {method} "
@@ -340,7 +354,7 @@ class ProviderSession:
                 self._refresh_credentials(creds)
                 refreshed = True
                 self._count_retry(call, "token_expired", "access token expired, refreshed")
-                self._admit(first=False)
+                self._admit(limiter, first=False)
                 continue
 
             ok = resp.status_code not in self._retry_statuses
@@ -354,10 +368,10 @@ class ProviderSession:
                     self._count_retry(call, "should_retry",
                                       f"answered {resp.status_code}, a transient error")
                     time.sleep(self._hook_backoff(hook_retries))
-                    self._admit(first=False)
+                    self._admit(limiter, first=False)
                     continue
                 ok = False
-            self._record(admission, ok=ok)
+            self._record(limiter, admission, ok=ok)
             if not ok:
                 resp.close()
                 error = ProviderError(
@@ -372,15 +386,33 @@ class ProviderSession:
                 raise error
             return resp
 
-    def _admit(self, *, first: bool) -> Admission:
-        if self.limiter is None:
-            return Admission()
-        return self.limiter.acquire(self.breaker if first else None, lease=first)
+    def _limiter(self, bucket: str | None) -> RateLimiter:
+        """The shared limiter of ``bucket`` (None: the account's main budget), built once."""
+        limiter = self._limiters.get(bucket)
+        if limiter is None:
+            limits = self.rate_limits.bucket(bucket)
+            limiter = self._limiters[bucket] = RateLimiter(
+                self._redis,
+                provider_id=self.provider.id,
+                account=self.account,
+                requests_per_second=limits.requests_per_second,
+                burst_size=limits.burst_size,
+                max_wait=self.max_wait,
+                headroom=self._headroom,
+                error_context=self._error_context,
+                bucket=bucket,
+            )
+        return limiter
 
-    def _record(self, admission: Admission, *, ok: bool) -> None:
+    def _admit(self, limiter: RateLimiter | None, *, first: bool) -> Admission:
+        if limiter is None:
+            return Admission()
+        return limiter.acquire(self.breaker if first else None, lease=first)
+
+    def _record(self, limiter: RateLimiter | None, admission: Admission, *, ok: bool) -> None:
         if self.breaker is not None:
-            if not ok:
-                self.limiter.drop_lease()  # type: ignore[union-attr]
+            if not ok and limiter is not None:
+                limiter.drop_lease()
             self.breaker.record(admission, ok)
 
     def _before_retry(self, last: Any) -> None:
@@ -394,9 +426,9 @@ class ProviderSession:
         else:
             reason = detail = "error"
         self._count_retry(call, reason, detail)
-        if self.limiter is not None:
+        if self._redis is not None:
             # A retry is a request: it takes a slot of the shared limit.
-            self.limiter.acquire(lease=False)
+            self._limiter(call.bucket).acquire(lease=False)
 
     def _count_retry(self, call: CallState, reason: str, detail: str) -> None:
         call.retries += 1
@@ -478,16 +510,52 @@ class ProviderSession:
 
     # -- rate-limit answers ------------------------------------------------------------------
 
-    def _on_429(self, resp: requests.Response) -> float:
+    def _rate_limit_verdict(self, resp: requests.Response, stream: bool
+                            ) -> RateLimitWait | None:
+        """The ``rate_limit_wait`` hook's reading of an error answer (None: not a rate limit,
+        or no hook)."""
+        if self._wait_hook is None:
+            return None
+        answer = self._wait_hook(provider=self.provider, status=resp.status_code,
+                                 headers=resp.headers, body=b"" if stream else resp.content)
+        if answer is None or answer is False:
+            return None
+        try:
+            if isinstance(answer, RateLimitWait):
+                return answer
+            if isinstance(answer, int | float) and not isinstance(answer, bool):
+                return RateLimitWait(answer)
+        except ValueError:
+            pass
+        logger.warning("{}: the rate_limit_wait hook answered {!r}, not seconds or a "
+                       "RateLimitWait; ignored", self.provider.id, answer)
+        return None
+
+    def _on_429(self, resp: requests.Response, limiter: RateLimiter | None,
+                verdict: RateLimitWait | None = None) -> tuple[float, str]:
+        """Start the shared cool-down of a rate-limit answer: (seconds, what cools down)."""
+        bucket = limiter.bucket if limiter is not None else None
+        if verdict is not None:
+            if verdict.scope == "account":
+                if self._redis is not None:
+                    for name in (None, *self.rate_limits.buckets):
+                        self._limiter(name).cooldown(verdict.seconds)
+                return verdict.seconds, "every request of this account"
+            if limiter is not None:
+                limiter.cooldown(verdict.seconds)
+            return verdict.seconds, "this account" + (f" (bucket {bucket})" if bucket else "")
         wait = retry_after_seconds(resp.headers.get("Retry-After"))
         if wait is None:
-            interval = (self._last_status or {}).get("interval_seconds")
+            # The provider's rate-limit headers describe its main budget, not a bucket's.
+            interval = (self._last_status or {}).get("interval_seconds") \
+                if bucket is None else None
+            limits = self.rate_limits.bucket(bucket)
             wait = float(interval) if isinstance(interval, int | float) else (
-                self.rate_limits.burst_size / self.rate_limits.requests_per_second
+                limits.burst_size / limits.requests_per_second
             )
-        if self.limiter is not None:
-            self.limiter.cooldown(wait)
-        return wait
+        if limiter is not None:
+            limiter.cooldown(wait)
+        return wait, "this account" + (f" (bucket {bucket})" if bucket else "")
 
     def _note_rate_limit(self, resp: requests.Response) -> None:
         if self._parse_hook is not None:

@@ -7,6 +7,7 @@ traceback never shows them.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -80,6 +81,39 @@ class Stream:
             raise ValueError(f"stream {self.name!r}: primary_key must name at least one field")
 
 
+@attrs.frozen
+class StreamPattern:
+    """Streams an installation may name beyond ``Provider.streams``: any name its config
+    lists (``{"streams": ["contacts", "tickets"]}``) that matches ``pattern`` — a regular
+    expression matched against the whole name — is a stream with this primary key and cursor
+    field, read by the same hooks. For APIs with open-ended object types: HubSpot's CRM
+    objects (tickets, products, custom objects), Salesforce's sObjects."""
+
+    #: A regular expression a stream name must match entirely (`[a-z_]+`).
+    pattern: str
+    #: Primary key of the records of such a stream.
+    primary_key: str | tuple[str, ...] = attrs.field(default="id", converter=_primary_key)
+    #: Field their deltas read changes by; None: no incremental read.
+    cursor_field: str | None = None
+    #: What such streams are, for docs.
+    description: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        try:
+            re.compile(self.pattern)
+        except (re.error, TypeError) as exc:
+            raise ValueError(f"StreamPattern.pattern is not a regular expression: {exc}"
+                             ) from None
+
+    def matches(self, name: Any) -> bool:
+        return isinstance(name, str) and 0 < len(name) <= 200 and \
+            re.fullmatch(self.pattern, name) is not None
+
+    def stream(self, name: str) -> Stream:
+        return Stream(name, primary_key=self.primary_key, cursor_field=self.cursor_field,
+                      description=self.description)
+
+
 def _streams(value: Any) -> tuple[Stream, ...]:
     """``Provider.streams`` accepts names (``("widgets",)``), :class:`Stream` objects and
     their dicts (JSON), in any mix."""
@@ -100,14 +134,163 @@ def _streams(value: Any) -> tuple[Stream, ...]:
     return tuple(out)
 
 
+#: A rate-limit bucket's name: letters, digits, ``_ . -`` (it is part of a Redis key).
+_BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _rate_buckets(value: Any) -> dict[str, RateLimits]:
+    """``RateLimits.buckets``: name -> :class:`RateLimits` (or its dict), one level deep."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"RateLimits.buckets must be a dict of name -> RateLimits, got "
+                        f"{type(value).__name__}")
+    out: dict[str, RateLimits] = {}
+    for name, limits in value.items():
+        if not isinstance(name, str) or not _BUCKET_NAME.fullmatch(name):
+            raise ValueError(f"a rate-limit bucket name is 1-64 letters, digits, '_', '.' or "
+                             f"'-', got {name!r}")
+        if isinstance(limits, dict):
+            limits = RateLimits(**limits)
+        if not isinstance(limits, RateLimits):
+            raise TypeError(f"rate-limit bucket {name!r}: expected RateLimits, got {limits!r}")
+        if limits.buckets:
+            raise ValueError(f"rate-limit bucket {name!r} cannot have buckets of its own")
+        out[name] = limits
+    return out
+
+
 @attrs.frozen
 class RateLimits:
-    """The provider's request budget, shared by every worker (per provider account)."""
+    """The provider's request budget, shared by every worker (per provider account).
+
+    ``buckets`` are further budgets of the same account that a request draws from instead of
+    this one when it names them (``ctx.http.post(url, json=..., rate_limit_bucket="search")``):
+    an API whose endpoints are limited separately (HubSpot's search API, Slack's method tiers).
+    Each bucket has its own shared limiter and its own 429 cool-down.
+    """
 
     #: Sustained requests per second per provider account.
     requests_per_second: float = attrs.field(default=5.0, converter=float)
     #: Requests that may go at once before the rate applies.
     burst_size: int = 10
+    # Dicts are left out of the hash, so that a Provider stays hashable.
+    #: Further budgets of the same account, by name, that a request may draw from instead.
+    buckets: dict[str, RateLimits] = attrs.field(factory=dict, hash=False,
+                                                 converter=_rate_buckets)
+
+    def bucket(self, name: str | None) -> RateLimits:
+        """The limits of bucket ``name`` (None: these); KeyError for an undeclared one."""
+        return self if name is None else self.buckets[name]
+
+    def with_overrides(self, overrides: Any) -> RateLimits:
+        """These limits with an installation's ``rate_limits`` config applied (a higher or
+        lower API tier): ``{"requests_per_second": 20, "burst_size": 20, "buckets":
+        {"search": {"requests_per_second": 8}}}``. Keys it does not know, buckets the
+        provider does not declare and values of the wrong type are ignored here
+        (``IntegrationService.validate_connector_config`` reports them)."""
+        if not isinstance(overrides, dict):
+            return self
+        out = attrs.evolve(self, **_limit_values(overrides))
+        raw = overrides.get("buckets")
+        if isinstance(raw, dict) and self.buckets:
+            buckets = dict(self.buckets)
+            for name, values in raw.items():
+                if name in buckets and isinstance(values, dict):
+                    buckets[name] = attrs.evolve(buckets[name], **_limit_values(values))
+            out = attrs.evolve(out, buckets=buckets)
+        return out
+
+
+def _limit_values(raw: dict[str, Any]) -> dict[str, Any]:
+    """The usable ``requests_per_second``/``burst_size`` of a config object."""
+    out: dict[str, Any] = {}
+    rps, burst = raw.get("requests_per_second"), raw.get("burst_size")
+    if isinstance(rps, int | float) and not isinstance(rps, bool) and \
+            math.isfinite(rps) and rps > 0:
+        out["requests_per_second"] = float(rps)
+    if isinstance(burst, int) and not isinstance(burst, bool) and burst >= 1:
+        out["burst_size"] = burst
+    return out
+
+
+def rate_limit_problems(provider_limits: RateLimits, value: Any) -> list[str]:
+    """What is wrong with an installation's ``rate_limits`` config (empty: nothing)."""
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return ["rate_limits must be an object"]
+    problems = _limit_problems("rate_limits", value)
+    unknown = sorted(str(k) for k in value if k not in ("requests_per_second", "burst_size",
+                                                        "buckets"))
+    if unknown:
+        problems.append(f"rate_limits: unknown key(s) {', '.join(unknown)}; known: "
+                        "requests_per_second, burst_size, buckets")
+    buckets = value.get("buckets")
+    if buckets is not None:
+        declared = provider_limits.buckets
+        if not isinstance(buckets, dict):
+            problems.append("rate_limits.buckets must be an object of bucket -> limits")
+        else:
+            for name, limits in buckets.items():
+                if name not in declared:
+                    problems.append(f"rate_limits.buckets: unknown bucket {name!r}; this "
+                                    f"provider has: {', '.join(declared) or 'none'}")
+                elif not isinstance(limits, dict):
+                    problems.append(f"rate_limits.buckets.{name} must be an object")
+                else:
+                    problems += _limit_problems(f"rate_limits.buckets.{name}", limits)
+                    extra = sorted(str(k) for k in limits
+                                   if k not in ("requests_per_second", "burst_size"))
+                    if extra:
+                        problems.append(f"rate_limits.buckets.{name}: unknown key(s) "
+                                        f"{', '.join(extra)}")
+    return problems
+
+
+def _limit_problems(where: str, raw: dict[str, Any]) -> list[str]:
+    problems = []
+    rps, burst = raw.get("requests_per_second"), raw.get("burst_size")
+    if rps is not None and (isinstance(rps, bool) or not isinstance(rps, int | float)
+                            or not math.isfinite(rps) or rps <= 0):
+        problems.append(f"{where}.requests_per_second must be a number > 0")
+    if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int)
+                              or burst < 1):
+        problems.append(f"{where}.burst_size must be an integer >= 1")
+    return problems
+
+
+#: Longest wait a provider's rate-limit answer is believed for (two days): a daily quota
+#: resets within one; anything longer is an unreadable answer, not a reason to stop for good.
+MAX_RATE_LIMIT_WAIT = 2 * 86400.0
+
+
+def _wait_seconds(value: Any) -> float:
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"RateLimitWait.seconds must be a finite number >= 0, got {value!r}")
+    return min(seconds, MAX_RATE_LIMIT_WAIT)
+
+
+@attrs.frozen
+class RateLimitWait:
+    """A provider's answer meaning "too many requests", read by its ``rate_limit_wait`` hook:
+    wait ``seconds`` before the next request. ``scope="bucket"`` cools down the budget the
+    request drew from; ``"account"`` every budget of the provider account (a daily quota that
+    covers all endpoints). ``reason`` is shown in logs and errors (``"DAILY limit"``).
+    Waits are capped at two days."""
+
+    #: How long to wait before the next request (capped at two days).
+    seconds: float = attrs.field(converter=_wait_seconds)
+    #: `bucket`: the budget the request drew from; `account`: every budget of the account.
+    scope: Literal["bucket", "account"] = "bucket"
+    #: Shown in logs and errors (`DAILY limit`).
+    reason: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if self.scope not in ("bucket", "account"):
+            raise ValueError(f"RateLimitWait.scope must be 'bucket' or 'account', got "
+                             f"{self.scope!r}")
 
 
 @attrs.frozen
@@ -164,6 +347,15 @@ class OAuthConfig:
     pkce: bool = False
     #: How scopes are joined in the authorize URL (space; Slack: comma).
     scope_separator: str = " "
+    #: Scopes asked for only if the account has them (HubSpot ``optional_scope``): sent,
+    #: joined like the scopes, in the ``optional_scope_param`` query parameter.
+    optional_scopes: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    #: The query parameter carrying them.
+    optional_scope_param: str = "optional_scope"
+    #: Variable overriding the scheme and host of ``authorize_url`` (its path is kept): the
+    #: consent page often lives on another host than the API (``app.`` vs ``api.``), so
+    #: ``Provider.base_url_env`` cannot move it to a simulator or a regional host.
+    authorize_base_url_env: str | None = None
     #: Lifetime assumed when the token response carries no ``expires_in``.
     default_token_lifetime: float | None = None
     #: ``"form"``: client id/secret in the body; ``"basic"``: HTTP Basic auth.
@@ -178,10 +370,12 @@ class OAuthConfig:
     redirect_uri_env: str | None = None
     #: A field that is JSON ``false`` on errors even in an HTTP 200 (e.g. ``"ok"``).
     ok_field: str | None = None
-    #: Where the error code and its description are in an error answer.
-    error_field: str = "error"
-    #: Field of an error answer with its description (HubSpot: `message`).
-    error_description_field: str = "error_description"
+    #: Where the error code and its description are in an error answer; several paths are
+    #: tried in order (``("status", "error")``: HubSpot answers either).
+    error_field: tuple[str, ...] = attrs.field(default=("error",), converter=_names)
+    #: Field(s) of an error answer with its description (HubSpot: `message`), tried in order.
+    error_description_field: tuple[str, ...] = attrs.field(default=("error_description",),
+                                                           converter=_names)
     #: Error codes (case-insensitive) that mean, on a refresh, that the grant is dead and the
     #: tenant must reconnect (``needs_reauth``).
     reauth_errors: tuple[str, ...] = attrs.field(default=("invalid_grant",), converter=_names)
@@ -286,6 +480,12 @@ class WebhookConfig:
     #: The signature scheme: `hubspot-v1|v2|v3`, `slack-v0`, `standard-webhooks`, `stripe`, `hmac`
     #: (with `hmac`) or `custom` (the `verify_webhook` hook).
     scheme: WebhookScheme
+    #: Other schemes accepted, for a provider that signs some deliveries differently (HubSpot:
+    #: v3, or v1/v2 when ``X-HubSpot-Signature-Version`` says so). A delivery is verified by
+    #: the first of ``scheme``, then these, whose signature headers it carries; when it
+    #: carries none, by ``scheme``. A delivery failing that scheme is rejected without trying
+    #: the others, so a weaker scheme is never a way around a stronger one it also carries.
+    fallback_schemes: tuple[WebhookScheme, ...] = attrs.field(default=(), converter=_names)
     #: Environment variables holding the secret(s), first match wins; comma-separated values
     #: are several secrets (rotation).
     secret_envs: tuple[str, ...] = attrs.field(default=(), converter=_names)
@@ -359,6 +559,8 @@ class Provider:
     scopes: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     #: The streams it syncs; plain names are accepted (``streams=("widgets",)``).
     streams: tuple[Stream, ...] = attrs.field(default=(), converter=_streams)
+    #: Further streams an installation's config may name (open-ended object types).
+    stream_pattern: StreamPattern | None = None
     #: How its webhooks are signed and routed; None: no webhooks.
     webhook: WebhookConfig | None = None
     #: The OAuth2 endpoints and token-response shape; required for `auth_type="oauth2"`.
@@ -428,6 +630,10 @@ class Provider:
                        "OAuth redirect URI registered with the app (unless given per flow)"))
             add(EnvVar(f"{prefix}_AUTHORIZE_URL",
                        f"overrides the authorize URL {self.oauth.authorize_url}"))
+            if self.oauth.authorize_base_url_env:
+                add(EnvVar(self.oauth.authorize_base_url_env,
+                           "overrides the scheme and host of the authorize URL "
+                           f"{self.oauth.authorize_url} (sandboxes, simulators)"))
             add(EnvVar(f"{prefix}_TOKEN_URL", f"overrides the token URL {self.oauth.token_url}"))
         if self.webhook is not None:
             envs = self.webhook.secret_envs
@@ -442,14 +648,27 @@ class Provider:
         return tuple(out.values())
 
     def stream(self, name: str) -> Stream:
-        """The declared stream ``name``; :class:`~nexus_core.errors.PluginError` naming the
-        known streams otherwise."""
+        """The stream ``name``: a declared one, or one that ``stream_pattern`` admits;
+        :class:`~nexus_core.errors.PluginError` naming the known streams otherwise."""
         for stream in self.streams:
             if stream.name == name:
                 return stream
-        known = ", ".join(self.stream_names) or "none declared"
-        raise PluginError(f"provider {self.id!r} has no stream {name!r}; its streams: {known}",
-                          provider=self.id)
+        if self.stream_pattern is not None and self.stream_pattern.matches(name):
+            return self.stream_pattern.stream(name)
+        raise PluginError(f"provider {self.id!r} has no stream {name!r}; its streams: "
+                          f"{self.describe_streams()}", provider=self.id)
+
+    def accepts_stream(self, name: Any) -> bool:
+        """Whether an installation may sync a stream called ``name``."""
+        return name in self.stream_names or (
+            self.stream_pattern is not None and self.stream_pattern.matches(name))
+
+    def describe_streams(self) -> str:
+        """``contacts, deals`` (``or any name matching <pattern>``) for messages."""
+        text = ", ".join(self.stream_names) or "none declared"
+        if self.stream_pattern is not None:
+            text += f" (or any name matching {self.stream_pattern.pattern})"
+        return text
 
 
 @attrs.frozen
@@ -612,6 +831,20 @@ class WebhookEvent:
     occurred_at: datetime | None = None
     #: The provider's event, as it was delivered.
     payload: dict[str, Any] = attrs.Factory(dict)
+
+
+@attrs.frozen
+class WebhookResult:
+    """What ``handle_webhook`` returns when a delivery yields records as well as events: the
+    records it read from the provider for those events (a targeted fetch of the changed
+    objects; ``Record(deleted=True)`` for deletions). They go to ``process_records``, one call
+    per stream, before the events go to ``process_events`` — so a sink sees an object's new
+    state no later than the event about it."""
+
+    #: The delivery's normalized events (to `process_events`).
+    events: list[WebhookEvent] = attrs.Factory(list)
+    #: Records read for them (to `process_records`, one call per stream, first).
+    records: list[Record] = attrs.Factory(list)
 
 
 @attrs.frozen

@@ -120,6 +120,8 @@ def authorization_url(
     wanted = scopes if scopes is not None else list(provider.scopes)
     if wanted:
         params["scope"] = oauth.scope_separator.join(wanted)
+    if oauth.optional_scopes:
+        params[oauth.optional_scope_param] = oauth.scope_separator.join(oauth.optional_scopes)
     verifier = None
     if oauth.pkce:
         verifier, challenge = pkce_pair()

@@ -119,6 +119,18 @@ def provider_problems(provider: Provider, hooks: Iterable[str]) -> list[str]:
         elif webhook.scheme == "hmac" and webhook.hmac is None:
             problems.append("webhook scheme 'hmac' needs hmac=HmacSpec(header=...) in "
                             "WebhookConfig")
+        for scheme in webhook.fallback_schemes:
+            if scheme not in known:
+                problems.append(f"unknown fallback webhook scheme {scheme!r}"
+                                f"{did_you_mean(scheme, known)}; known schemes: "
+                                f"{', '.join(sorted(known))}")
+            elif scheme == webhook.scheme or webhook.fallback_schemes.count(scheme) > 1:
+                problems.append(f"webhook scheme {scheme!r} is listed twice (scheme and "
+                                "fallback_schemes)")
+            elif scheme == "custom" and "verify_webhook" not in hooks:
+                problems.append("fallback webhook scheme 'custom' needs a verify_webhook hook")
+            elif scheme == "hmac" and webhook.hmac is None:
+                problems.append("fallback webhook scheme 'hmac' needs hmac=HmacSpec(...)")
     return problems
 
 

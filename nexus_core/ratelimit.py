@@ -143,6 +143,7 @@ class RateLimiter:
         max_wait: float = 5.0,
         headroom: int = 1,
         error_context: dict[str, Any] | None = None,
+        bucket: str | None = None,
     ) -> None:
         if requests_per_second <= 0 or burst_size < 1:
             raise ValueError(
@@ -151,7 +152,9 @@ class RateLimiter:
             )
         self.redis = redis
         self.provider_id = provider_id
-        self.key = limit_key(provider_id, account)
+        #: The provider's named bucket this limiter meters (None: the account's main one).
+        self.bucket = bucket
+        self.key = limit_key(provider_id, account, bucket)
         self.cooldown_key = self.key + ":cooldown"
         self.status_key = self.key + ":status"
         self.requests_per_second = requests_per_second
@@ -217,10 +220,12 @@ class RateLimiter:
                 )
             if verdict == 0:
                 metrics.RATE_LIMITED.labels(self.provider_id, "limiter").inc()
+                which = f" (bucket {self.bucket})" if self.bucket else ""
                 raise RateLimited(
-                    f"shared rate limit of {self.provider_id} ({self.requests_per_second:g} "
-                    f"req/s, burst {self.burst_size}) for this account asks for a {wait:.1f} s "
-                    f"wait, more than the {self.max_wait:g} s a worker may sleep",
+                    f"shared rate limit of {self.provider_id}{which} "
+                    f"({self.requests_per_second:g} req/s, burst {self.burst_size}) for this "
+                    f"account asks for a {wait:.1f} s wait, more than the {self.max_wait:g} s "
+                    "a worker may sleep",
                     retry_after=wait,
                     hint="the job reschedules itself; raise NEXUS_RATE_LIMIT_MAX_WAIT to sleep "
                     "longer in the worker instead",
@@ -253,6 +258,7 @@ class RateLimiter:
     def cooldown(self, seconds: float) -> None:
         """Nobody sharing this key sends for ``seconds`` (a provider 429's Retry-After)."""
         metrics.RATE_LIMITED.labels(self.provider_id, "provider").inc()
+        self.drop_lease()  # slots leased before the 429 must not go out during the cool-down
         if redis_down(self.redis):
             return
         try:

@@ -35,6 +35,7 @@ class CallState:
     single_attempt: bool = False  # the breaker's half-open probe
     retries: int = 0
     status: int | None = None  # the last answer's
+    bucket: str | None = None  # the provider's rate-limit bucket the call draws from
 
 
 #: The call in flight in this thread/context: what :class:`SharedRetry` consults.

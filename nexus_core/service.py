@@ -13,7 +13,7 @@ import attrs
 
 from nexus_core.config import Settings, get_settings
 from nexus_core.errors import PluginError
-from nexus_core.models import Credentials, Health, Installation, Provider
+from nexus_core.models import Credentials, Health, Installation, Provider, rate_limit_problems
 from nexus_core.plugins import PluginRegistry, load_plugins
 
 
@@ -78,7 +78,8 @@ class IntegrationService:
     def validate_connector_config(self, provider_id: str, config: Any) -> ConfigValidation:
         """Check an installation config for ``provider_id`` before it is stored.
 
-        Knows the keys the core reads (rate-limit and timeout overrides) and checks that the
+        Knows the keys the core reads (streams, rate-limit and timeout overrides), asks the
+        provider plugin about its own (``validate_config`` hook) and checks that the
         provider's OAuth client settings are present in the environment.
         """
         errors: list[str] = []
@@ -91,17 +92,7 @@ class IntegrationService:
             return ConfigValidation(
                 False, [f"config must be a JSON object, got {type(config).__name__}"]
             )
-        limits = config.get("rate_limits")
-        if limits is not None:
-            if not isinstance(limits, dict):
-                errors.append("rate_limits must be an object")
-            else:
-                rps = limits.get("requests_per_second")
-                burst = limits.get("burst_size")
-                if rps is not None and (not isinstance(rps, Real) or rps <= 0):
-                    errors.append("rate_limits.requests_per_second must be a number > 0")
-                if burst is not None and (not isinstance(burst, int) or burst < 1):
-                    errors.append("rate_limits.burst_size must be an integer >= 1")
+        errors += rate_limit_problems(provider.rate_limits, config.get("rate_limits"))
         timeouts = config.get("timeouts")
         if timeouts is not None:
             if not isinstance(timeouts, dict):
@@ -113,7 +104,7 @@ class IntegrationService:
                         errors.append(f"timeouts.{key} must be a number of seconds > 0")
         streams = config.get("streams")
         if streams is not None:
-            unknown = [s for s in streams if s not in provider.stream_names] if isinstance(
+            unknown = [s for s in streams if not provider.accepts_stream(s)] if isinstance(
                 streams, list
             ) else None
             if unknown is None:
@@ -121,8 +112,12 @@ class IntegrationService:
             elif unknown:
                 errors.append(
                     f"unknown stream(s) {', '.join(map(str, unknown))}; "
-                    f"{provider.id} has: {', '.join(provider.stream_names) or 'none'}"
+                    f"{provider.id} has: {provider.describe_streams()}"
                 )
+        if self.registry.implements("validate_config", provider.id):
+            found = self.registry.hook("validate_config", provider.id)(
+                provider=provider, config=config)
+            errors += [str(problem) for problem in found or ()]
         for var in provider.variables():
             if var.required and not self.settings.get(var.name):
                 warnings.append(f"{var.name} is not set ({var.help}): {provider.id} will not "

@@ -310,6 +310,46 @@ SCHEMES: dict[str, Verifier] = {
 }
 
 
+def _hubspot_signed(version: str) -> Callable[[WebhookRequest, HmacSpec | None], bool]:
+    def carries(request: WebhookRequest, spec: HmacSpec | None) -> bool:
+        declared = request.header("X-HubSpot-Signature-Version")
+        return request.header("X-HubSpot-Signature") is not None and \
+            declared is not None and declared.strip().lower() == version
+    return carries
+
+
+def _has(name: str) -> Callable[[WebhookRequest, HmacSpec | None], bool]:
+    return lambda request, spec: request.header(name) is not None
+
+
+#: scheme -> whether a delivery carries that scheme's signature (its headers are there): how a
+#: provider accepting several schemes (``WebhookConfig.fallback_schemes``) picks one.
+CARRIES: dict[str, Callable[[WebhookRequest, HmacSpec | None], bool]] = {
+    "hubspot-v1": _hubspot_signed("v1"),
+    "hubspot-v2": _hubspot_signed("v2"),
+    "hubspot-v3": _has("X-HubSpot-Signature-v3"),
+    "slack-v0": _has("X-Slack-Signature"),
+    "standard-webhooks": _has("webhook-signature"),
+    "stripe": _has("Stripe-Signature"),
+    "hmac": lambda request, spec: spec is not None and request.header(spec.header) is not None,
+    "custom": lambda request, spec: True,
+}
+
+
+def select_scheme(provider: Provider, request: WebhookRequest) -> str:
+    """The scheme that verifies ``request``: the first of ``WebhookConfig.scheme`` and its
+    ``fallback_schemes`` whose signature headers the request carries, else ``scheme``."""
+    webhook = provider.webhook
+    assert webhook is not None
+    if not webhook.fallback_schemes:
+        return webhook.scheme
+    for scheme in (webhook.scheme, *webhook.fallback_schemes):
+        carries = CARRIES.get(scheme)
+        if carries is not None and carries(request, webhook.hmac):
+            return scheme
+    return webhook.scheme
+
+
 def configured_secrets(provider: Provider, settings: Settings) -> list[str]:
     """The provider's webhook secrets: the first of ``WebhookConfig.secret_envs`` that is set,
     split on commas (several = rotation). A provider that signs with its OAuth client secret
@@ -332,7 +372,7 @@ def verify_request(
     """Raise :class:`WebhookRejected` (401, short reason) unless the request is genuine."""
     if provider.webhook is None:
         raise WebhookRejected(f"provider {provider.id!r} does not accept webhooks", status=404)
-    scheme = provider.webhook.scheme
+    scheme = select_scheme(provider, request)
     if scheme == "custom":
         if registry is None or not registry.implements("verify_webhook", provider.id):
             logger.error("provider {} declares a custom webhook scheme but implements no "

@@ -16,10 +16,10 @@ import attrs
 from nexus_core import models
 
 #: The public models, in the order a plugin author meets them.
-CLASSES = ["Provider", "Stream", "RateLimits", "Timeouts", "RetryConfig", "OAuthConfig",
-           "WebhookConfig", "HmacSpec", "EnvVar", "Credentials", "Installation",
-           "ConnectorContext", "Record", "SyncPage", "WebhookRequest", "WebhookEvent", "Health",
-           "IntegrationMetrics"]
+CLASSES = ["Provider", "Stream", "StreamPattern", "RateLimits", "RateLimitWait", "Timeouts",
+           "RetryConfig", "OAuthConfig", "WebhookConfig", "HmacSpec", "EnvVar", "Credentials",
+           "Installation", "ConnectorContext", "Record", "SyncPage", "WebhookRequest",
+           "WebhookEvent", "WebhookResult", "Health", "IntegrationMetrics"]
 
 
 def field_docs(cls: type) -> dict[str, tuple[str, str]]:

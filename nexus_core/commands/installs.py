@@ -191,11 +191,15 @@ def show(tenant_id: str, install_id: str, as_json: bool) -> None:
             for (s, k), c in store.list_checkpoints(tenant_id, install_id).items()
         ]
         data["recent_runs"] = unstructure(store.list_runs(tenant_id, install_id, limit=5))
+        limits = effective_rate_limits(service.get_connector(inst.provider), inst.config)
+    data["rate_limits"] = limits
     if as_json:
         echo_json(data)
         return
     for key, value in data.items():
-        if isinstance(value, dict):
+        if key == "rate_limits":
+            value = describe_rate_limits(value)
+        elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
         elif isinstance(value, list):
             value = "; ".join(
@@ -203,6 +207,29 @@ def show(tenant_id: str, install_id: str, as_json: bool) -> None:
                 for item in value
             ) or "-"
         click.echo(f"{key:14} {'-' if value is None else value}")
+
+
+def effective_rate_limits(provider: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """The limits an installation's requests run under: the provider's, with the
+    installation's ``rate_limits`` tier applied; ``tier`` says which of them it changed."""
+    from nexus_core.converters import unstructure
+
+    declared = provider.rate_limits
+    effective = declared.with_overrides(config.get("rate_limits"))
+    out = unstructure(effective)
+    out["tier"] = "installation" if effective != declared else "provider"
+    return out
+
+
+def describe_rate_limits(limits: dict[str, Any]) -> str:
+    """``10 req/s, burst 10; search: 4 req/s, burst 1 (provider defaults)``."""
+    def one(values: dict[str, Any]) -> str:
+        return f"{values['requests_per_second']:g} req/s, burst {values['burst_size']}"
+
+    parts = [one(limits)] + [f"{name}: {one(b)}" for name, b in limits["buckets"].items()]
+    source = "set by this installation" if limits["tier"] == "installation" \
+        else "provider defaults"
+    return "; ".join(parts) + f" ({source})"
 
 
 def _relative_note(url: str) -> str:

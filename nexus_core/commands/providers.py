@@ -92,6 +92,12 @@ def show_provider(provider_id: str, as_json: bool) -> None:
             continue
         if key == "streams":
             value = ", ".join(_stream_text(s) for s in provider.streams)
+        elif key == "stream_pattern":
+            if provider.stream_pattern is None:
+                continue
+            value = (f"any stream the installation names matching "
+                     f"{provider.stream_pattern.pattern}: "
+                     + _stream_text(provider.stream_pattern.stream("<name>")))
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         elif isinstance(value, list):

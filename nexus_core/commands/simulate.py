@@ -65,7 +65,7 @@ def simulate(provider: str, host: str, port: int, seed: int, sizes: tuple[str, .
     sim = cls(seed=seed, sizes={**cls.streams, **_sizes(sizes)} if sizes else None, port=port)
     if host != "127.0.0.1":
         click.echo("note: the simulator always listens on 127.0.0.1", err=True)
-    account = sim.add_account("account-1")
+    account = sim.add_account(sim.demo_account)
     env = sim.env()
     creds = unstructure(sim.credentials(account))
     creds = {k: v for k, v in creds.items() if v not in (None, [], {})}
@@ -74,6 +74,9 @@ def simulate(provider: str, host: str, port: int, seed: int, sizes: tuple[str, .
     click.echo("point the connector at it:")
     for key, value in env.items():
         click.echo(f"  export {key}={value}")
+    click.echo(f"control: GET {sim.url}/_sim; POST {sim.url}/_sim/mutate|delete "
+               '{"stream": S, "n": N}; POST ' + f"{sim.url}/_sim/webhook " +
+               '{"url": U, "n": N, "tamper": false}')
     click.echo(f"credentials of {account}:\n  {json.dumps(creds, sort_keys=True)}")
     if env_file is not None:
         env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))

@@ -78,7 +78,9 @@ def _wait(redis: Any, job_id: str, *, quiet: bool = False) -> dict[str, Any]:
     def draw() -> None:
         if quiet:
             return
-        rate = state["records"] / max(time.monotonic() - started, 1e-6)
+        # The sync's own duration when its events carry it (a follower may start late).
+        seconds = state.get("seconds") or (time.monotonic() - started)
+        rate = state["records"] / max(seconds, 1e-6)
         click.echo(f"\r{state['job_id'][-40:]:40}  {state['status']:12} pages "
                    f"{state['pages']:6}  records {state['records']:9}  {rate:8.0f} rec/s",
                    nl=False, err=True)
@@ -122,6 +124,8 @@ def _wait(redis: Any, job_id: str, *, quiet: bool = False) -> dict[str, Any]:
             continue
         state["pages"] = event.get("pages", state["pages"])
         state["records"] = event.get("records", state["records"])
+        if isinstance(event.get("seconds"), int | float):
+            state["seconds"] = event["seconds"]
         if event.get("run_id"):
             state["run_id"] = event["run_id"]
         kind = event["type"]

@@ -30,6 +30,8 @@ MAXLEN = 200
 META_KEY = "nexus_follow"
 META_PAGES = "nexus_pages"
 META_RECORDS = "nexus_records"
+#: When the sync's first chunk started (epoch seconds): followers compute its rate from it.
+META_STARTED = "nexus_started"
 
 
 def key_of(job: Any) -> str:
@@ -59,11 +61,15 @@ class Reporter:
         self.key = key_of(job)
         self.base_pages = int(meta.get(META_PAGES, 0))
         self.base_records = int(meta.get(META_RECORDS, 0))
+        started = meta.get(META_STARTED)
+        self.started = float(started) if isinstance(started, int | float) else time.time()
         self._clock = clock
         self._last = clock()
 
-    def totals(self, pages: int, records: int) -> dict[str, int]:
-        return {"pages": self.base_pages + pages, "records": self.base_records + records}
+    def totals(self, pages: int, records: int) -> dict[str, Any]:
+        """The sync's pages and records so far, with how long it has taken (``seconds``)."""
+        return {"pages": self.base_pages + pages, "records": self.base_records + records,
+                "seconds": round(time.time() - self.started, 3)}
 
     def progress(self, pages: int, records: int) -> None:
         now = self._clock()
@@ -78,7 +84,7 @@ class Reporter:
         publish(self.redis, self.key, {"type": "continued", "job_id": self.job_id,
                                        "next_job_id": next_job_id, **totals})
         return {META_KEY: self.key.removeprefix(PREFIX), META_PAGES: totals["pages"],
-                META_RECORDS: totals["records"]}
+                META_RECORDS: totals["records"], META_STARTED: self.started}
 
     def done(self, status: str, pages: int, records: int, *, run_id: str | None = None,
              error: str | None = None, release: str | None = None) -> None:

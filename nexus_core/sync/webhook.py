@@ -97,14 +97,35 @@ def run_webhook(provider: str, tenant_id: str, install_id: str, request: dict[st
                                redis=env.redis, settings=env.settings, state=state,
                                metadata={"kind": "webhook"})
         try:
-            events = env.registry.hook("handle_webhook", provider)(ctx=ctx, request=req) or []
+            result = env.registry.hook("handle_webhook", provider)(ctx=ctx, request=req)
+            events, records = _split(result)
+            by_stream: dict[str, list[Any]] = {}
+            for record in records:
+                by_stream.setdefault(record.stream, []).append(record)
+            for stream, page in by_stream.items():
+                env.registry.pm.hook.process_records(ctx=ctx, stream=stream, records=page)
             if events:
-                env.registry.pm.hook.process_events(ctx=ctx, events=list(events))
+                env.registry.pm.hook.process_events(ctx=ctx, events=events)
         except (RateLimited, ProviderUnavailable) as exc:
             return defer(env, exc)
         finally:
             rt.close_context(ctx)
-        return {"events": len(events)}
+        out = {"events": len(events)}
+        if records:
+            out["records"] = len(records)
+        return out
+
+
+def _split(result: Any) -> tuple[list[Any], list[Any]]:
+    """(events, records) of what ``handle_webhook`` returned: a list of events, a
+    :class:`~nexus_core.models.WebhookResult`, or None."""
+    from nexus_core.models import WebhookResult
+
+    if result is None:
+        return [], []
+    if isinstance(result, WebhookResult):
+        return list(result.events), list(result.records)
+    return list(result), []
 
 
 def webhook_request_of(job: Any) -> Any:

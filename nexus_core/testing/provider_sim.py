@@ -63,6 +63,7 @@ class ProviderSimulator:
         self.accounts: list[str] = []
         self._server = SimulatorServer(self.app, port=port)
         self.build()
+        self._mount_control()
 
     # -- to implement ------------------------------------------------------------------------
 
@@ -100,6 +101,9 @@ class ProviderSimulator:
 
     #: True when the provider's signature covers a timestamp (stale deliveries are refused).
     webhook_timestamped: ClassVar[bool] = True
+    #: The account ``nexus simulate`` serves (the provider's own id shape: HubSpot portal ids
+    #: are numbers).
+    demo_account: ClassVar[str] = "account-1"
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -182,6 +186,88 @@ class ProviderSimulator:
         """Change ``n`` records; their ids (what the next delta must deliver)."""
         indexes = self.data.mutate(account, stream, n, **kw)
         return {str(self.data.row(account, stream, i)[self.id_field]) for i in indexes}
+
+    def delete(self, stream: str, account: str, n: int) -> set[str]:
+        """Delete ``n`` live records; their ids (what the next delta must report deleted)."""
+        rows = {i: self.data.row(account, stream, i)[self.id_field]
+                for i in self.data.indexes(account, stream)}
+        return {str(rows[i]) for i in self.data.delete(account, stream, n)}
+
+    def send_webhook(self, url: str, account: str | None = None, n: int = 1, *,
+                     tamper: bool = False, timestamp: float | None = None,
+                     **options: Any) -> tuple[int, str]:
+        """POST a signed delivery of ``n`` events about ``account`` to ``url``, as the provider
+        does (``tamper``: change the body after signing); (HTTP status, answer body)."""
+        import requests
+
+        events = self.webhook_events(account or self.default_account, n, **options)
+        body = self.webhook_body(events)
+        headers = self.sign_webhook(body, url, timestamp=timestamp)
+        if tamper:
+            body = body.replace(b"}", b" }", 1)
+        resp = requests.post(url, data=body, headers=headers, timeout=10)
+        return resp.status_code, resp.text
+
+    # -- the control API: what `nexus simulate` offers scripts (demos, manual tests) ---------
+
+    def _mount_control(self) -> None:
+        """``/_sim/...``: change the simulated world from outside the process (no auth; the
+        simulator listens on 127.0.0.1 only)."""
+        from nexus_core.testing.sim_app import SimRequest, SimResponse
+
+        def args(req: SimRequest) -> dict[str, Any]:
+            data = req.json()
+            return data if isinstance(data, dict) else {}
+
+        def bad(message: str) -> SimResponse:
+            return SimResponse.json({"error": message}, 400)
+
+        def stream_and_n(data: dict[str, Any]) -> tuple[str, int, str] | str:
+            stream, n = data.get("stream"), data.get("n", 1)
+            if stream not in self.data.sizes:
+                return f"unknown stream {stream!r}; streams: {', '.join(self.data.sizes)}"
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                return "n must be an integer >= 0"
+            return stream, n, str(data.get("account") or self.default_account)
+
+        @self.app.route("GET", "/_sim", auth=False)
+        def state(req: SimRequest) -> SimResponse:
+            return SimResponse.json({"provider": self.provider_id, "accounts": self.accounts,
+                                     "sizes": self.data.sizes, "clock": self.data.now})
+
+        @self.app.route("POST", "/_sim/mutate", auth=False)
+        def mutate(req: SimRequest) -> SimResponse:
+            data = args(req)
+            found = stream_and_n(data)
+            if isinstance(found, str):
+                return bad(found)
+            stream, n, account = found
+            ids = self.mutate(stream, account, n, same_second=bool(data.get("same_second")))
+            return SimResponse.json({"ids": sorted(ids), "clock": self.data.now})
+
+        @self.app.route("POST", "/_sim/delete", auth=False)
+        def delete(req: SimRequest) -> SimResponse:
+            found = stream_and_n(args(req))
+            if isinstance(found, str):
+                return bad(found)
+            stream, n, account = found
+            return SimResponse.json({"ids": sorted(self.delete(stream, account, n)),
+                                     "clock": self.data.now})
+
+        @self.app.route("POST", "/_sim/webhook", auth=False)
+        def webhook(req: SimRequest) -> SimResponse:
+            data = args(req)
+            url, n = data.get("url"), data.get("n", 1)
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                return bad("url must be the http(s) URL to deliver to")
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                return bad("n must be an integer >= 1")
+            options = data.get("options") or {}
+            if not isinstance(options, dict):
+                return bad("options must be an object")
+            status, answer = self.send_webhook(url, data.get("account"), n,
+                                               tamper=bool(data.get("tamper")), **options)
+            return SimResponse.json({"status": status, "answer": answer[:500], "events": n})
 
     def requests(self, path: str | None = None) -> list[Any]:
         return self.app.requests(path)

@@ -175,14 +175,27 @@ class SimRateLimit:
             {"error": "rate_limited", "bucket": bucket}, 429,
             {"Retry-After": str(max(1, round(retry_after)))}))
         self.bucket_of = bucket_of or (lambda req: "default")
+        #: (account, bucket) -> (limit, window): an account on another API tier.
+        self.account_limits: dict[tuple[str, str], tuple[int, float]] = {}
         self._windows: dict[tuple[str, str], tuple[float, int]] = {}
         self._lock = threading.Lock()
         self.rejected = 0
         self.rejected_by_bucket: dict[str, int] = {}
 
+    def set_limit(self, account: str, limit: int, window: float, *, bucket: str = "default"
+                  ) -> None:
+        """Give ``account`` its own limit for ``bucket`` (a higher or lower API tier)."""
+        with self._lock:
+            self.account_limits[(account, bucket)] = (limit, window)
+
+    def limits(self, account: str | None, bucket: str) -> tuple[int, float]:
+        """(limit, window) of ``bucket`` for ``account``."""
+        found = self.account_limits.get((account or "-", bucket))
+        return found or self.buckets.get(bucket, (self.limit, self.window))
+
     def check(self, account: str | None, request: SimRequest) -> SimResponse | None:
         bucket = self.bucket_of(request)
-        limit, window = self.buckets.get(bucket, (self.limit, self.window))
+        limit, window = self.limits(account, bucket)
         key = (account or "-", bucket)
         now = time.monotonic()
         with self._lock:
@@ -198,7 +211,7 @@ class SimRateLimit:
 
     def remaining(self, account: str | None, bucket: str = "default") -> tuple[int, int, float]:
         """(limit, remaining, window) of a bucket now (for rate-limit headers)."""
-        limit, window = self.buckets.get(bucket, (self.limit, self.window))
+        limit, window = self.limits(account, bucket)
         with self._lock:
             start, count = self._windows.get((account or "-", bucket), (0.0, 0))
         if time.monotonic() - start >= window:
@@ -222,7 +235,8 @@ class SimApp:
         self.authenticate: Callable[[SimRequest], str | None] = lambda req: None
         self.unauthorized: Callable[[SimRequest], SimResponse] = lambda req: SimResponse.json(
             {"error": "invalid_token"}, 401)
-        #: Called with every authenticated answer (rate-limit headers, say): may change it.
+        #: Called with every authenticated answer, the rate limiter's 429s included (rate-limit
+        #: headers, say): may change it.
         self.after: Callable[[SimRequest, SimResponse, str], SimResponse] | None = None
         self._lock = threading.Lock()
 
@@ -277,6 +291,8 @@ class SimApp:
             if self.rate_limit is not None:
                 limited = self.rate_limit.check(account, request)
                 if limited is not None:
+                    if self.after is not None:  # a 429 carries the rate-limit headers too
+                        limited = self.after(request, limited, account)
                     return limited, account
         try:
             response = handler(request)

@@ -141,6 +141,17 @@ class OAuthServer:
                         t.expires_at = 0.0
             return token.account
 
+    def token_status(self, access_token: str | None) -> str:
+        """``"live"``, ``"expired"`` (issued here, past its lifetime or revoked) or
+        ``"unknown"`` — for a provider that answers the two failures differently."""
+        if not access_token:
+            return "unknown"
+        with self._lock:
+            token = self._tokens.get(access_token)
+        if token is None:
+            return "unknown"
+        return "live" if token.expires_at > time.time() else "expired"
+
     def authenticate(self, request: SimRequest) -> str | None:
         return self.validate(request.bearer)
 

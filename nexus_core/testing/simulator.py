@@ -51,10 +51,15 @@ class _QuietHandler(WSGIRequestHandler):
 class _ServerHandler11(ServerHandler):
     http_version = "1.1"
     has_length = False
+    #: The connection is closed after this response: say so, or a client may send its next
+    #: request on it before it sees the close.
+    closing = False
 
     def cleanup_headers(self) -> None:
         super().cleanup_headers()
         self.has_length = "Content-Length" in self.headers  # type: ignore[operator]
+        if self.closing or not self.has_length:
+            self.headers["Connection"] = "close"  # type: ignore[index]
 
 
 class _KeepAliveHandler(_QuietHandler):
@@ -89,6 +94,7 @@ class _KeepAliveHandler(_QuietHandler):
             "Transfer-Encoding" in self.headers
         handler = _ServerHandler11(self.rfile, self.wfile, self.get_stderr(), self.get_environ(),
                                    multithread=True)
+        handler.closing = has_body or self.close_connection
         handler.request_handler = self  # type: ignore[attr-defined]
         handler.run(self.server.get_app())  # type: ignore[attr-defined]
         if has_body or not handler.has_length:

@@ -103,23 +103,26 @@ class FileRecorder:
 
 class Harness:
     """One test's world: settings, registry, store, Redis, the service and the web app, all
-    pointed at the simulator."""
+    pointed at the simulator (``env``: more variables, or other values for the defaults).
+    A plugin's own tests use it too."""
 
     def __init__(self, provider_id: str, sim: ProviderSimulator, redis_url: str, tmp: Path,
-                 monkeypatch: pytest.MonkeyPatch, plugin: Any = None) -> None:
+                 monkeypatch: pytest.MonkeyPatch, plugin: Any = None,
+                 env: dict[str, str] | None = None) -> None:
         from nexus_core import runtime
         from nexus_core.config import get_settings, reset_settings
         from nexus_core.plugins import PluginRegistry, set_registry
 
         self.provider_id = provider_id
         self.sim = sim
+        overrides = env
         env = {
             "REDIS_URL": redis_url, "NEXUS_DATABASE_URL": f"sqlite:///{tmp / 'nexus.db'}",
             "NEXUS_KEY_FILE": str(tmp / "encryption.key"), "NEXUS_SINK": "null",
             "NEXUS_PUBLIC_URL": PUBLIC_URL, "INTEGRATION_MAX_RETRIES": "2",
             "INTEGRATION_BACKOFF_DELAY": "0", "NEXUS_HTTP_BACKOFF_BASE": "0",
             "NEXUS_ENV": "test", "LOG_LEVEL": "WARNING",
-            **sim.env(),
+            **sim.env(), **(overrides or {}),
         }
         for key, value in env.items():
             monkeypatch.setenv(key, value)

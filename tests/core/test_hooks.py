@@ -161,6 +161,37 @@ def test_hook_parse_rate_limit(reg):
         provider=reg.provider("alpha"), headers={"X-Remaining": "7"}) == {"remaining": 7}
 
 
+def test_hook_rate_limit_wait(reg):
+    from nexus_core.models import RateLimitWait
+
+    both(reg, "rate_limit_wait",
+         lambda self, provider, status, headers, body:
+         RateLimitWait(60, scope="account") if b"DAILY" in body else None,
+         lambda self, provider, status, headers, body: 1.0)
+    hook = reg.hook("rate_limit_wait", "alpha")
+    assert hook(provider=reg.provider("alpha"), status=429, headers={},
+                body=b'{"policyName":"DAILY"}') == RateLimitWait(60, scope="account")
+    assert hook(provider=reg.provider("alpha"), status=429, headers={}, body=b"{}") is None
+
+
+def test_hook_validate_config(reg):
+    both(reg, "validate_config",
+         lambda self, provider, config: [] if isinstance(config.get("page_size", 1), int)
+         else ["page_size must be an integer"],
+         lambda self, provider, config: ["beta says no"])
+    hook = reg.hook("validate_config", "alpha")
+    assert hook(provider=reg.provider("alpha"), config={"page_size": 5}) == []
+    assert hook(provider=reg.provider("alpha"), config={"page_size": "x"}) == [
+        "page_size must be an integer"]
+    from nexus_core import IntegrationService
+    from nexus_core.config import load_settings
+
+    service = IntegrationService(settings=load_settings({}, env_file=None), registry=reg)
+    check = service.validate_connector_config("alpha", {"page_size": "x", "streams": ["s"]})
+    assert not check.valid and check.errors == ["page_size must be an integer"]
+    assert service.validate_connector_config("beta", {}).errors == ["beta says no"]
+
+
 def test_hook_process_records(reg):
     received = []
 

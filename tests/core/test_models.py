@@ -143,3 +143,35 @@ def test_providers_stay_hashable_with_their_dict_fields():
     provider = EXAMPLES[1]
     assert provider.streams[1].json_schema and provider.oauth.extra_fields
     assert {provider: 1}[provider] == 1
+
+
+def test_a_rate_limit_wait_is_finite_capped_and_scoped():
+    from nexus_core.models import MAX_RATE_LIMIT_WAIT, RateLimitWait
+
+    assert RateLimitWait(5).scope == "bucket"
+    assert RateLimitWait(10 ** 9, scope="account").seconds == MAX_RATE_LIMIT_WAIT
+    for bad in (float("nan"), float("inf"), -1):
+        with pytest.raises(ValueError):
+            RateLimitWait(bad)
+    with pytest.raises(ValueError, match="scope"):
+        RateLimitWait(1, scope="tenant")
+
+
+def test_a_stream_pattern_admits_named_streams_beyond_the_declared_ones():
+    from nexus_core.converters import from_json, to_json
+    from nexus_core.errors import PluginError
+    from nexus_core.models import Provider, Stream, StreamPattern
+
+    crm = Provider(id="crm", name="CRM", version="1", auth_type="none",
+                   streams=(Stream("contacts", cursor_field="lastmodifieddate"),),
+                   stream_pattern=StreamPattern(r"[a-z][a-z_]*|2-[0-9]+",
+                                                cursor_field="hs_lastmodifieddate"))
+    assert crm.stream("contacts").cursor_field == "lastmodifieddate"
+    assert crm.stream("line_items") == Stream("line_items", cursor_field="hs_lastmodifieddate")
+    assert crm.accepts_stream("2-1234") and not crm.accepts_stream("2-x")
+    assert not crm.accepts_stream("Tickets") and not crm.accepts_stream(7)
+    with pytest.raises(PluginError, match=r"its streams: contacts \(or any name matching "):
+        crm.stream("../etc")
+    assert from_json(to_json(crm), Provider) == crm and hash(crm)
+    with pytest.raises(ValueError, match="not a regular expression"):
+        StreamPattern("[a-")

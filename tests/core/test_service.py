@@ -5,7 +5,7 @@ import pytest
 from nexus_core import IntegrationService, Provider, SyncPage, WebhookConfig, hookimpl
 from nexus_core.config import load_settings
 from nexus_core.errors import PluginError
-from nexus_core.models import OAuthConfig
+from nexus_core.models import OAuthConfig, RateLimits
 from nexus_core.plugins import PluginRegistry
 
 
@@ -26,6 +26,7 @@ class Hooked:
 def service():
     reg = PluginRegistry()
     reg.register(Hooked(Provider(id="crm", name="CRM", version="1", streams=("contacts", "deals"),
+                                 rate_limits=RateLimits(10, 10, buckets={"search": RateLimits(4, 1)}),
                                  webhook=WebhookConfig(scheme="hubspot-v3"),
                                  oauth=OAuthConfig(authorize_url="https://a", token_url="https://t",
                                                    client_id_env="CRM_CLIENT_ID"))), "crm")
@@ -71,3 +72,36 @@ def test_validate_connector_config(service):
     ]
     assert service.validate_connector_config("nope", {}).errors[0].startswith("unknown provider")
     assert not service.validate_connector_config("crm", []).valid
+
+
+def test_validate_connector_config_checks_a_rate_limit_tier_against_the_declared_buckets(service):
+    tier = {"requests_per_second": 20, "burst_size": 20,
+            "buckets": {"search": {"requests_per_second": 8}}}
+    assert service.validate_connector_config("crm", {"rate_limits": tier}).errors == []
+    bad = service.validate_connector_config("crm", {"rate_limits": {
+        "requests_per_second": float("nan"), "burst": 5,
+        "buckets": {"serch": {}, "search": {"burst_size": 2.5, "rps": 1}}}})
+    assert bad.errors == [
+        "rate_limits.requests_per_second must be a number > 0",
+        "rate_limits: unknown key(s) burst; known: requests_per_second, burst_size, buckets",
+        "rate_limits.buckets: unknown bucket 'serch'; this provider has: search",
+        "rate_limits.buckets.search.burst_size must be an integer >= 1",
+        "rate_limits.buckets.search: unknown key(s) rps",
+    ]
+    assert service.validate_connector_config("chat", {"rate_limits": {"buckets": {
+        "search": {}}}}).errors == [
+        "rate_limits.buckets: unknown bucket 'search'; this provider has: none"]
+
+
+def test_validate_connector_config_accepts_streams_the_provider_pattern_admits():
+    from nexus_core.models import StreamPattern
+
+    reg = PluginRegistry()
+    reg.register(Hooked(Provider(id="objs", name="Objects", version="1", auth_type="none",
+                                 streams=("contacts",),
+                                 stream_pattern=StreamPattern(r"[a-z_]+"))), "objs")
+    service = IntegrationService(settings=load_settings({}, env_file=None), registry=reg)
+    assert service.validate_connector_config("objs", {"streams": ["contacts", "tickets"]}).valid
+    bad = service.validate_connector_config("objs", {"streams": ["Tickets!"]})
+    assert bad.errors == ["unknown stream(s) Tickets!; objs has: contacts (or any name "
+                          "matching [a-z_]+)"]

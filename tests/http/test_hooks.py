@@ -202,3 +202,111 @@ def test_hook_should_retry_failures_open_the_circuit_breaker_like_5xx(
     with pytest.raises(ProviderUnavailable):
         session.get("/api/users.list")
     assert len(provider_server.seen) == 3  # the open breaker failed fast
+
+
+# -- rate_limit_wait: a provider's own reading of "too many requests" ---------------------------
+
+
+class QuotaAware(HubSpotLike):
+    """A daily quota (any bucket) and a secondly limit on search, both 429s without
+    Retry-After; a Salesforce-style 403 quota answer."""
+
+    @hookimpl
+    def rate_limit_wait(self, provider, status, headers, body):
+        from nexus_core.models import RateLimitWait
+
+        if b'"DAILY"' in body:
+            return RateLimitWait(3 * 3600, scope="account", reason="DAILY limit")
+        if b"REQUEST_LIMIT_EXCEEDED" in body:
+            return RateLimitWait(600, scope="account", reason="daily API requests")
+        if b"secondly" in body:
+            return 0.0  # try again at once, after the cool-down of 0 s
+        return None
+
+
+@pytest.fixture
+def quota_aware(nexus_registry, kit):
+    from nexus_core.models import RateLimits
+
+    provider = kit.make_provider(id="quota", name="Quota", rate_limits=RateLimits(
+        1000, 1000, buckets={"search": RateLimits(1000, 1000)}))
+    nexus_registry.register(QuotaAware(provider), "quota")
+    return provider
+
+
+def test_hook_rate_limit_wait_defers_every_bucket_of_the_account_until_a_daily_reset(
+    quota_aware, nexus_registry, redis_client, provider_server, open_session, kit
+):
+    from nexus_core.errors import RateLimited
+
+    provider_server.answer(lambda req: kit.json_answer(429, {
+        "status": "error", "errorType": "RATE_LIMIT", "policyName": "DAILY",
+        "message": "You have reached your daily limit."}))
+    session = open_session(provider_server.url, provider=quota_aware, registry=nexus_registry,
+                           redis=redis_client, account_id="portal-1")
+    with pytest.raises(RateLimited) as err:
+        session.get("/crm/v3/objects/contacts")
+    assert err.value.retry_after == 3 * 3600 and err.value.status == 429
+    assert "429 DAILY limit" in err.value.message and "every request of this account" in \
+        err.value.message
+    # No more requests for that account, whichever budget they draw from, in any session.
+    other = open_session(provider_server.url, provider=quota_aware, registry=nexus_registry,
+                         redis=redis_client, account_id="portal-1", install_id="i2")
+    for call in (lambda: other.get("/crm/v3/objects/deals"),
+                 lambda: other.post("/search", json={}, rate_limit_bucket="search")):
+        with pytest.raises(RateLimited) as later:
+            call()
+        assert later.value.retry_after > 3 * 3600 - 60
+    assert len(provider_server.seen) == 1
+
+
+def test_hook_rate_limit_wait_reads_a_quota_answer_that_is_not_a_429(
+    quota_aware, nexus_registry, redis_client, provider_server, open_session, kit
+):
+    from nexus_core.errors import RateLimited
+
+    provider_server.answer(lambda req: kit.json_answer(403, [{
+        "message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]))
+    session = open_session(provider_server.url, provider=quota_aware, registry=nexus_registry,
+                           redis=redis_client)
+    with pytest.raises(RateLimited) as err:
+        session.get("/services/data/v60.0/query")
+    assert err.value.retry_after == 600 and err.value.status == 403
+    provider_server.answer(lambda req: kit.json_answer(403, {"error": "forbidden"}))
+    fresh = open_session(provider_server.url, provider=quota_aware, registry=nexus_registry,
+                         redis=redis_client, install_id="other", account_id="elsewhere")
+    assert fresh.get("/x").status_code == 403  # a plain 403 is the connector's to handle
+
+
+def test_hook_rate_limit_wait_a_short_wait_is_slept_and_the_request_sent_again(
+    quota_aware, nexus_registry, redis_client, provider_server, open_session, kit
+):
+    provider_server.script(kit.json_answer(429, {"message": "You have reached your secondly "
+                                                 "limit.", "category": "RATE_LIMITS"}),
+                           kit.json_answer(200, {"results": []}))
+    session = open_session(provider_server.url, provider=quota_aware, registry=nexus_registry,
+                           redis=redis_client)
+    resp = session.post("/crm/v3/objects/contacts/search", json={}, rate_limit_bucket="search")
+    assert resp.status_code == 200 and len(provider_server.seen) == 2
+
+
+def test_hook_rate_limit_wait_nonsense_answers_are_ignored(
+    nexus_registry, redis_client, provider_server, open_session, kit
+):
+    from nexus_core.errors import RateLimited
+
+    class Confused(HubSpotLike):
+        @hookimpl
+        def rate_limit_wait(self, provider, status, headers, body):
+            return "soon" if status == 418 else float("nan")
+
+    provider = kit.make_provider(id="confused", name="Confused")
+    nexus_registry.register(Confused(provider), "confused")
+    provider_server.script(kit.json_answer(418, {}), kit.json_answer(429, {},
+                                                                     **{"Retry-After": "30"}))
+    session = open_session(provider_server.url, provider=provider, registry=nexus_registry,
+                           redis=redis_client)
+    assert session.get("/teapot").status_code == 418
+    with pytest.raises(RateLimited) as err:  # a 429: its Retry-After, as without the hook
+        session.get("/x")
+    assert err.value.retry_after == pytest.approx(30, abs=0.5)

@@ -286,3 +286,93 @@ def test_redis_unreachable_fails_open_and_says_so(provider_server, open_session,
     assert len(warnings) == 1  # once per outage window, not per request
     assert REGISTRY.get_sample_value("nexus_redis_fail_open_total",
                                      {"component": "ratelimit"}) == before + 1
+
+
+# -- named buckets (HubSpot's search API, Slack's method tiers) ---------------------------------
+
+def _bucketed(kit, **main):
+    return kit.make_provider(rate_limits=RateLimits(
+        main.get("rps", 5), main.get("burst", 1),
+        buckets={"search": RateLimits(5, 1), "tier2": {"requests_per_second": 5,
+                                                       "burst_size": 1}}))
+
+
+def test_a_request_naming_a_bucket_draws_from_that_bucket_only(
+    redis_client, provider_server, open_session, kit
+):
+    session = open_session(provider_server.url, provider=_bucketed(kit), redis=redis_client,
+                           env={"NEXUS_RATE_LIMIT_MAX_WAIT": "0"})
+    session.get("/objects")
+    session.post("/search", json={}, rate_limit_bucket="search")  # its own budget
+    session.get("/conversations", rate_limit_bucket="tier2")
+    with pytest.raises(RateLimited) as main:
+        session.get("/objects")
+    with pytest.raises(RateLimited) as search:
+        session.post("/search", json={}, rate_limit_bucket="search")
+    assert "bucket search" in search.value.message and "bucket" not in main.value.message
+    assert len(provider_server.seen) == 3
+
+
+def test_a_429_in_a_bucket_cools_down_that_bucket_and_nothing_else(
+    redis_client, provider_server, open_session, kit
+):
+    def app(req):
+        if req.path == "/search":
+            return kit.json_answer(429, {"error": "secondly"}, **{"Retry-After": "30"})
+        return kit.json_answer(200, {"ok": True})
+
+    provider_server.answer(app)
+    provider = kit.make_provider(rate_limits=RateLimits(1000, 1000, buckets={
+        "search": RateLimits(1000, 1000)}))
+    session = open_session(provider_server.url, provider=provider, redis=redis_client)
+    with pytest.raises(RateLimited) as err:
+        session.post("/search", json={}, rate_limit_bucket="search")
+    assert err.value.retry_after == pytest.approx(30, abs=0.5)
+    assert "(bucket search)" in err.value.message
+    for _ in range(3):  # the main budget is not cooling down
+        assert session.get("/objects").status_code == 200
+    with pytest.raises(RateLimited):  # the search bucket is: nothing is sent
+        session.post("/search", json={}, rate_limit_bucket="search")
+    assert [r.path for r in provider_server.seen] == ["/search"] + ["/objects"] * 3
+    assert redis_client.pttl(session._limiter("search").cooldown_key) > 25_000
+    assert redis_client.pttl(session.limiter.cooldown_key) < 0
+
+
+def test_an_undeclared_bucket_is_an_error_that_names_the_declared_ones(
+    redis_client, provider_server, open_session, kit
+):
+    from nexus_core.errors import PluginError
+
+    session = open_session(provider_server.url, provider=_bucketed(kit), redis=redis_client)
+    with pytest.raises(PluginError, match="no rate-limit bucket 'serch'; its buckets: "
+                                          "search, tier2"):
+        session.get("/x", rate_limit_bucket="serch")
+    assert provider_server.seen == []
+
+
+def test_an_installation_tier_raises_or_lowers_a_bucket_and_the_main_budget(
+    redis_client, provider_server, open_session, kit
+):
+    config = {"rate_limits": {"requests_per_second": 20, "burst_size": 3,
+                              "buckets": {"search": {"burst_size": 2}}}}
+    session = open_session(provider_server.url, provider=_bucketed(kit), redis=redis_client,
+                           config=config, env={"NEXUS_RATE_LIMIT_MAX_WAIT": "0",
+                                               "NEXUS_RATE_LIMIT_HEADROOM": "0"})
+    assert session.rate_limits == RateLimits(20, 3, buckets={
+        "search": RateLimits(5, 2), "tier2": RateLimits(5, 1)})
+    admitted = {"main": 0, "search": 0}
+    for bucket, path in (("main", "/objects"), ("search", "/search")):
+        with pytest.raises(RateLimited):
+            for _ in range(10):
+                session.get(path, rate_limit_bucket=None if bucket == "main" else bucket)
+                admitted[bucket] += 1
+    assert admitted == {"main": 3, "search": 2}  # each burst, then a wait the budget refuses
+
+
+def test_bucket_declarations_are_checked():
+    with pytest.raises(ValueError, match="bucket name"):
+        RateLimits(buckets={"a b": RateLimits()})
+    with pytest.raises(ValueError, match="cannot have buckets of its own"):
+        RateLimits(buckets={"a": RateLimits(buckets={"b": RateLimits()})})
+    with pytest.raises(TypeError):
+        RateLimits(buckets={"a": 5})

@@ -213,3 +213,25 @@ def test_dlq_durations_parse_or_refuse_clearly(text):
         assert parse_duration(text).total_seconds() >= 0
     except click.BadParameter as exc:
         assert "is not a duration" in exc.message
+
+
+def test_installs_show_prints_the_effective_rate_limits_of_the_installations_tier(
+    cli_env, env, acme_registry, open_store
+):
+    cli_env(["installs", "add", "acme", "--tenant", "t1", "--install", "i1"], env)
+    shown = cli_env(["installs", "show", "--tenant", "t1", "--install", "i1"], env)
+    assert shown.exit_code == 0, shown.output
+    declared = acme_registry.provider("acme").rate_limits
+    line = next(x for x in shown.output.splitlines() if x.startswith("rate_limits"))
+    assert f"{declared.requests_per_second:g} req/s, burst {declared.burst_size}" in line
+    assert "(provider defaults)" in line
+    raised = cli_env(["installs", "update", "--tenant", "t1", "--install", "i1",
+                      "--set", "rate_limits.requests_per_second=50",
+                      "--set", "rate_limits.burst_size=60"], env)
+    assert raised.exit_code == 0, raised.output
+    data = json.loads(cli_env(["installs", "show", "--tenant", "t1", "--install", "i1",
+                               "--json"], env).stdout)
+    assert data["rate_limits"] == {"requests_per_second": 50.0, "burst_size": 60,
+                                   "buckets": {}, "tier": "installation"}
+    text = cli_env(["installs", "show", "--tenant", "t1", "--install", "i1"], env).output
+    assert "50 req/s, burst 60 (set by this installation)" in text

@@ -89,6 +89,43 @@ def test_token_url_overrides_base_url_env_then_explicit_variable(fakes, keys):
     assert oauth.endpoint(fakes.ACME, "token", explicit) == "http://y/t"
 
 
+def test_authorize_base_url_env_moves_the_consent_page_and_optional_scopes_are_asked_for(
+    store, acme_registry, settings, fakes
+):
+    moved = attrs.evolve(fakes.ACME, id="movable", oauth=attrs.evolve(
+        fakes.ACME.oauth, authorize_url="https://app.acme.test/oauth/authorize?x=1",
+        authorize_base_url_env="MOVABLE_AUTH_URL",
+        optional_scopes=("crm.export", "crm.files")))
+    assert "MOVABLE_AUTH_URL" in [v.name for v in moved.variables()]
+    env = {"MOVABLE_AUTH_URL": "http://127.0.0.1:9/sim/", "MOVABLE_BASE_URL": "http://other"}
+    moved_settings = load_settings(environ=env, env_file=None)
+    assert oauth.endpoint(moved, "authorize", moved_settings) == \
+        "http://127.0.0.1:9/sim/oauth/authorize?x=1"
+    # the API's base URL override does not move it; <ID>_AUTHORIZE_URL still wins
+    assert oauth.endpoint(moved, "authorize", load_settings(
+        environ={"MOVABLE_BASE_URL": "http://other"}, env_file=None)) == \
+        moved.oauth.authorize_url
+    assert oauth.endpoint(moved, "authorize", load_settings(
+        environ={**env, "MOVABLE_AUTHORIZE_URL": "https://eu.acme.test/a"}, env_file=None)) == \
+        "https://eu.acme.test/a"
+
+    class Movable(BaseConnector):
+        provider = moved
+
+        def backfill(self, ctx, stream, cursor):
+            return SyncPage(done=True)
+
+    env_all = {**fakes.settings_env("http://127.0.0.1:9", "k"), "MOVABLE_CLIENT_ID": "cid",
+               "MOVABLE_REDIRECT_URI": fakes.REDIRECT_URI, **env}
+    env_all.pop("NEXUS_ENCRYPTION_KEYS")
+    with registered(Movable, "movable", registry=acme_registry):
+        link = oauth.authorization_url(store, acme_registry, "movable", "t1", "i9",
+                                       settings=load_settings(environ=env_all, env_file=None))
+    assert link.startswith("http://127.0.0.1:9/sim/oauth/authorize?x=1&")
+    q = _query(link)
+    assert q["scope"] == "crm.read crm.write" and q["optional_scope"] == "crm.export crm.files"
+
+
 # -- completing the flow -------------------------------------------------------------------
 
 
@@ -457,6 +494,12 @@ SLACK_LIKE = {"ok_field": "ok", "reauth_errors": ("invalid_refresh_token", "toke
          [{"errorCode": "INVALID_SESSION_ID", "message": "Session expired"}], True,
          "INVALID_SESSION_ID: Session expired"),
         ({}, 200, {"token_type": "bearer"}, False, "no_access_token"),
+        # several places to look, in order: HubSpot answers either shape
+        ({"error_field": ("status", "error"), "error_description_field": ("message",
+                                                                          "error_description"),
+          "reauth_errors": ("BAD_REFRESH_TOKEN", "invalid_grant")}, 400,
+         {"error": "invalid_grant", "error_description": "refresh token is invalid"}, True,
+         "invalid_grant: refresh token is invalid"),
     ],
 )
 def test_refresh_error_answers_are_classified_as_each_provider_declares(

@@ -199,6 +199,46 @@ def test_webhook_job_normalizes_the_delivery_and_hands_events_to_the_sinks(sync_
     assert "cmdstat_hget" not in sync_env.redis.info("commandstats")
 
 
+def test_a_webhook_result_delivers_fetched_records_by_stream_before_its_events(sync_env):
+    import json
+
+    from nexus_core import Record, WebhookEvent, WebhookRequest, WebhookResult, hookimpl
+
+    order = []
+
+    class Hooks:
+        @hookimpl
+        def handle_webhook(self, ctx, request):
+            events = [WebhookEvent(id=e["id"], type="x", provider="sim", object_id=e["obj"])
+                      for e in json.loads(request.body)]
+            return WebhookResult(events=events, records=[
+                Record(id="c1", stream="contacts", data={"name": "fetched"}),
+                Record(id="d1", stream="deals", deleted=True),
+                Record(id="c2", stream="contacts")])
+
+        @hookimpl
+        def process_records(self, ctx, stream, records):
+            order.append((stream, [(r.id, r.deleted) for r in records]))
+
+        @hookimpl
+        def process_events(self, ctx, events):
+            order.append(("events", [e.id for e in events]))
+
+    sync_env.registry.register(Hooks(), "hooks")
+    sync_env.store.add_installation("t1", "i1", "sim", config={})
+    body = json.dumps([{"id": "e1", "obj": "c1"}]).encode()
+    jid = sync_env.service().schedule_webhook_job(
+        "sim", "t1", "i1", WebhookRequest("POST", "http://x/webhooks/sim", {}, body))
+    sync_env.work(["webhook"])
+    assert order == [("contacts", [("c1", False), ("c2", False)]), ("deals", [("d1", True)]),
+                     ("events", ["e1"])]
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    assert Job.fetch(jid, sync_env.redis, serializer=JSONSerializer).return_value() == {
+        "events": 1, "records": 3}
+
+
 def test_a_failed_webhook_job_keeps_its_body_and_succeeds_when_requeued(sync_env):
     """The raw body lives in the job's hash: a job moved to the dead-letter queue and requeued
     (RQ re-saves the job) still carries it."""

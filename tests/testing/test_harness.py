@@ -221,3 +221,61 @@ def test_paging_helpers_walk_every_item_once():
     assert number_page(items, 3, 10) == (list(range(20, 25)), None)
     assert number_page(items, 4, 10) == ([], None)
     assert link_header("http://h/v1/x", {"page": 2}) == {"Link": '<http://h/v1/x?page=2>; rel="next"'}
+
+
+def test_the_control_api_changes_the_simulated_world_and_sends_signed_webhooks():
+    """`/_sim/...`: what a demo script or a manual test drives a running simulator with."""
+    from nexus_core.testing.sim_app import SimApp as App
+
+    received = []
+    sink = App("receiver")
+
+    @sink.route("POST", "/hook", auth=False)
+    def hook(req: SimRequest) -> SimResponse:
+        received.append(req)
+        return SimResponse.json({"ok": True})
+
+    with ExampleSimulator() as sim, SimulatorServer(sink) as receiver:
+        account = sim.add_account("acct-x")
+        state = requests.get(f"{sim.url}/_sim", timeout=5).json()
+        assert state["accounts"] == ["acct-x"] and state["sizes"]["widgets"] == 250
+        changed = requests.post(f"{sim.url}/_sim/mutate", json={"stream": "widgets", "n": 3},
+                                timeout=5).json()
+        assert len(changed["ids"]) == 3 and changed["clock"] > state["clock"]
+        gone = requests.post(f"{sim.url}/_sim/delete", json={"stream": "gadgets", "n": 2},
+                             timeout=5).json()["ids"]
+        assert not set(gone) & sim.expected_ids("gadgets", account)
+        bad = requests.post(f"{sim.url}/_sim/mutate", json={"stream": "nope"}, timeout=5)
+        assert bad.status_code == 400 and "unknown stream" in bad.json()["error"]
+        for tamper in (False, True):
+            sent = requests.post(f"{sim.url}/_sim/webhook", json={
+                "url": f"{receiver.url}/hook", "n": 2, "tamper": tamper}, timeout=5).json()
+            assert sent["status"] == 200 and sent["events"] == 2
+    from nexus_core.models import WebhookRequest
+    from nexus_core.webhooks import Check, verify_standard_webhooks
+
+    genuine, tampered = (WebhookRequest("POST", "http://x/hook", r.headers, r.body)
+                         for r in received)
+    verify_standard_webhooks(genuine, [ExampleSimulator.webhook_secret], Check(url="http://x"))
+    with pytest.raises(Exception, match="mismatch"):
+        verify_standard_webhooks(tampered, [ExampleSimulator.webhook_secret],
+                                 Check(url="http://x"))
+
+
+def test_an_account_can_have_its_own_rate_limit_tier():
+    limiter = SimRateLimit(2, 60.0)
+    limiter.set_limit("big", 4, 60.0)
+    req = SimRequest("GET", "/x", {}, {}, b"")
+    small = [limiter.check("small", req) is None for _ in range(4)]
+    big = [limiter.check("big", req) is None for _ in range(5)]
+    assert small == [True, True, False, False] and big == [True] * 4 + [False]
+    assert limiter.remaining("big")[:2] == (4, 0)
+
+
+def test_token_status_tells_an_expired_token_from_an_unknown_one():
+    oauth = OAuthServer(token_lifetime=3600)
+    token = oauth.issue_tokens("a1")["access_token"]
+    assert oauth.token_status(token) == "live"
+    oauth.expire_access_tokens()
+    assert (oauth.token_status(token), oauth.token_status("made-up"),
+            oauth.token_status(None)) == ("expired", "unknown", "unknown")
