@@ -28,6 +28,7 @@ read errors inside an HTTP 200).
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
 from collections.abc import Iterator
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from nexus_core.models import OAuthConfig
 
 __all__ = [
+    "auth_base_url",
+    "auth_base_url_problems",
     "client_credentials",
     "endpoint",
     "env_prefix",
@@ -69,16 +72,20 @@ class _Operation:
     provider: Provider
     settings: Settings
     where: dict[str, Any]
+    #: The installation's config (its own authorization server, ``auth_base_url_config``).
+    config: dict[str, Any] | None = None
 
 
 _current: ContextVar[_Operation | None] = ContextVar("nexus_oauth_operation", default=None)
 
 
 @contextmanager
-def operation(provider: Provider, settings: Settings, where: dict[str, Any]) -> Iterator[None]:
+def operation(provider: Provider, settings: Settings, where: dict[str, Any],
+              config: dict[str, Any] | None = None) -> Iterator[None]:
     """Mark an OAuth operation (callback, refresh) in progress: helpers called inside, e.g. from
-    the provider's hook, use its settings and name its tenant/installation in errors."""
-    token = _current.set(_Operation(provider, settings, dict(where)))
+    the provider's hook, use its settings and installation ``config`` and name its
+    tenant/installation in errors."""
+    token = _current.set(_Operation(provider, settings, dict(where), config))
     try:
         yield
     finally:
@@ -94,6 +101,14 @@ def _settings(settings: Settings | None) -> Settings:
     from nexus_core.config import get_settings
 
     return get_settings()
+
+
+def _config(provider: Provider) -> dict[str, Any] | None:
+    """The installation config of the OAuth operation in progress for ``provider``."""
+    current = _current.get()
+    if current is not None and current.provider.id == provider.id:
+        return current.config
+    return None
 
 
 def _where(provider: Provider, ctx: ConnectorContext | None = None) -> dict[str, Any]:
@@ -181,19 +196,79 @@ def client_credentials(provider: Provider, settings: Settings | None = None
     return client_id, settings.get(secret_env)
 
 
-def endpoint(provider: Provider, which: str, settings: Settings | None = None) -> str:
+#: An auth base URL as an installation config may give it: scheme and host (and port), nothing
+#: else — no user info, path, query or fragment that could smuggle another host in.
+_BASE_URL = re.compile(r"(https?)://([A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)"
+                       r"(:[0-9]{1,5})?/?", re.ASCII)
+
+
+def _base_url_patterns(provider: Provider, settings: Settings) -> list[str]:
+    oauth = oauth_config(provider)
+    extra = settings.get(f"{provider.env_prefix}_AUTH_BASE_URLS") or ""
+    return [p.strip().lower() for p in (*oauth.auth_base_urls, *extra.split(","))
+            if p.strip()]
+
+
+def auth_base_url_problems(provider: Provider, value: Any,
+                           settings: Settings | None = None) -> list[str]:
+    """What is wrong with an installation's auth base URL ``value`` (an empty list: nothing;
+    None or "" is no value: the provider's own host); see
+    ``OAuthConfig.auth_base_url_config``."""
+    oauth = provider.oauth
+    if oauth is None or not oauth.auth_base_url_config or value is None or value == "":
+        return []
+    key = oauth.auth_base_url_config
+    match = _BASE_URL.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return [f"{key} must be a base URL such as https://host (scheme and host only), "
+                f"got {str(value)[:80]!r}"]
+    candidate = f"{match.group(1)}://{match.group(2).lower()}{match.group(3) or ''}"
+    patterns = _base_url_patterns(provider, _settings(settings))
+    if not any(fnmatch.fnmatchcase(candidate, p) for p in patterns):
+        return [f"{key} {candidate} is not a {provider.name} login host; allowed: "
+                f"{', '.join(patterns)} (more with {provider.env_prefix}_AUTH_BASE_URLS)"]
+    return []
+
+
+def auth_base_url(provider: Provider, config: dict[str, Any] | None,
+                  settings: Settings | None = None) -> str | None:
+    """The base URL of the installation's own authorization server, from its ``config``
+    (``OAuthConfig.auth_base_url_config``); None when the provider has no such key or the
+    config names none. :class:`ConfigError` for a value that is not an allowed base URL —
+    nothing is sent there."""
+    oauth = provider.oauth
+    if oauth is None or not oauth.auth_base_url_config or not isinstance(config, dict):
+        return None
+    value = config.get(oauth.auth_base_url_config)
+    if value is None or value == "":
+        return None
+    problems = auth_base_url_problems(provider, value, settings)
+    if problems:
+        raise ConfigError(problems[0], provider=provider.id,
+                          hint="fix the installation's config (`nexus installs update`)")
+    return str(value).rstrip("/")
+
+
+def endpoint(provider: Provider, which: str, settings: Settings | None = None,
+             config: dict[str, Any] | None = None) -> str:
     """The ``authorize`` or ``token`` URL, with overrides for simulators and sandboxes:
 
-    1. ``<ID>_AUTHORIZE_URL`` / ``<ID>_TOKEN_URL`` (e.g. ``ACME_TOKEN_URL``);
-    2. for ``authorize``, ``OAuthConfig.authorize_base_url_env``: its scheme and host (and
+    1. the installation's own authorization server (``config``, see
+       ``OAuthConfig.auth_base_url_config``): its scheme and host replace the declared URL's;
+    2. ``<ID>_AUTHORIZE_URL`` / ``<ID>_TOKEN_URL`` (e.g. ``ACME_TOKEN_URL``);
+    3. for ``authorize``, ``OAuthConfig.authorize_base_url_env``: its scheme and host (and
        path prefix) replace ``authorize_url``'s, the path is kept;
-    3. ``Provider.base_url_env``: a URL under ``base_url`` (or on its host) is moved to the
+    4. ``Provider.base_url_env``: a URL under ``base_url`` (or on its host) is moved to the
        override, keeping the rest of the path;
-    4. ``Provider.oauth``.
+    5. ``Provider.oauth``.
     """
     settings = _settings(settings)
     oauth = oauth_config(provider)
     url = oauth.authorize_url if which == "authorize" else oauth.token_url
+    own = auth_base_url(provider, config, settings)
+    if own:
+        parts = urlsplit(url)
+        return own + urlunsplit(("", "", parts.path, parts.query, parts.fragment))
     explicit = settings.get(f"{provider.env_prefix}_{which.upper()}_URL")
     if explicit:
         return explicit
@@ -214,9 +289,12 @@ def endpoint(provider: Provider, which: str, settings: Settings | None = None) -
     return url
 
 
-def token_url(provider: Provider, settings: Settings | None = None) -> str:
-    """The token endpoint, with the simulator/sandbox overrides of :func:`endpoint`."""
-    return endpoint(provider, "token", settings)
+def token_url(provider: Provider, settings: Settings | None = None,
+              config: dict[str, Any] | None = None) -> str:
+    """The token endpoint for an installation's ``config`` (None: that of the OAuth operation
+    in progress), with the overrides of :func:`endpoint`."""
+    return endpoint(provider, "token", settings, config if config is not None
+                    else _config(provider))
 
 
 # -- the exchanges ---------------------------------------------------------------------------
@@ -231,7 +309,7 @@ def exchange_code(
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
     if code_verifier:
         form["code_verifier"] = code_verifier
-    data = _token_request(provider, form, _settings(None), _where(provider, ctx))
+    data = _token_request(provider, form, _settings(None), _where(provider, ctx), ctx.config)
     return parse_token_response(provider, data)
 
 
@@ -246,26 +324,30 @@ def refresh_grant(ctx: ConnectorContext) -> Credentials:
         raise AuthError("no refresh token is stored for this installation", needs_reauth=True,
                         **where)
     form = {"grant_type": "refresh_token", "refresh_token": previous.refresh_token}
-    data = _token_request(provider, form, _settings(None), where)
+    data = _token_request(provider, form, _settings(None), where, ctx.config)
     return parse_token_response(provider, data, previous=previous)
 
 
 def token_request(
-    provider: Provider, form: dict[str, str], settings: Settings | None = None
+    provider: Provider, form: dict[str, str], settings: Settings | None = None,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """POST ``form`` to the provider's token endpoint with the client's credentials (in the
     body or as HTTP Basic, per ``OAuthConfig.client_auth``) and return the decoded answer.
+    The endpoint is the installation's (``config``; by default that of the OAuth operation in
+    progress: the callback or refresh that called the hook).
 
     Raises :class:`ProviderError` (retryable) when the endpoint is unreachable or answers
     5xx/429, ``AuthError(needs_reauth=True)`` when a refresh grant gets one of
     ``OAuthConfig.reauth_errors``, :class:`AuthError` for any other refusal (an error field, a
     4xx, ``ok_field`` false, no access token).
     """
-    return _token_request(provider, form, _settings(settings), _where(provider))
+    return _token_request(provider, form, _settings(settings), _where(provider), config)
 
 
 def _token_request(
-    provider: Provider, form: dict[str, str], settings: Settings, where: dict[str, Any]
+    provider: Provider, form: dict[str, str], settings: Settings, where: dict[str, Any],
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     import requests
 
@@ -281,7 +363,7 @@ def _token_request(
         body["client_id"] = client_id
         if client_secret:
             body["client_secret"] = client_secret
-    url = token_url(provider, settings)
+    url = token_url(provider, settings, config)
     try:
         resp = requests.post(
             url, data=body, auth=basic, headers={"Accept": "application/json"},

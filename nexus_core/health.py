@@ -34,7 +34,7 @@ def check_health(registry: Any, ctx: ConnectorContext) -> Health:
     except RateLimited as exc:
         # Reachable and authorised, just busy: healthy, with the wait to report.
         health = Health(healthy=True, auth_valid=True, api_accessible=True)
-        error = {"rate_limited_for": exc.retry_after}
+        error = {"rate_limited_for": exc.retry_after, "rate_limited": exc.message}
     except (ProviderUnavailable, ProviderError) as exc:
         health = Health(healthy=False, api_accessible=False, error_count=1)
         error = {"error": exc.message}

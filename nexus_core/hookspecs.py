@@ -4,8 +4,8 @@ Each docstring here is the reference documentation for its hook (``docs/hooks.md
 from this module). Two kinds of hooks exist:
 
 * **Operation hooks** (``authorize``, ``refresh``, ``backfill``, ``delta``, ``handle_webhook``,
-  ``verify_webhook``, ``health_check``, ``is_token_expired``, ``should_retry``,
-  ``parse_rate_limit``, ``rate_limit_wait``, ``validate_config``) are
+  ``verify_webhook``, ``parse_webhook_body``, ``health_check``, ``is_token_expired``,
+  ``should_retry``, ``parse_rate_limit``, ``rate_limit_wait``, ``validate_config``) are
   ``firstresult`` and are dispatched *only* to the plugin that provides the context's provider.
   Cross-cutting plugins may wrap them with ``@hookimpl(wrapper=True)`` (metrics, audit) — wrappers
   are called for every provider.
@@ -54,6 +54,7 @@ OPERATION_HOOKS: tuple[str, ...] = (
     "delta",
     "handle_webhook",
     "verify_webhook",
+    "parse_webhook_body",
     "health_check",
     "is_token_expired",
     "should_retry",
@@ -185,6 +186,26 @@ def verify_webhook(
 
 
 @hookspec(firstresult=True)
+def parse_webhook_body(provider: Provider, request: WebhookRequest
+                       ) -> list[dict[str, Any]] | None:
+    """Read a delivery whose body is not JSON into the events the ingress routes and dedupes.
+
+    Called by the ingress after the body cap and ``verify_webhook``, only for providers whose
+    ``WebhookConfig.body_format`` is ``"custom"`` (SOAP/XML, form-encoded bodies). Return one
+    dict per event holding at least what ``WebhookConfig.account_id_field`` and
+    ``delivery_id_field`` name (dotted paths), as a JSON body's events would: the ingress routes
+    by the first and dedupes by the second. The raw body is what the webhook job later hands to
+    ``handle_webhook``.
+
+    The body is untrusted: raise :class:`~nexus_core.errors.WebhookRejected` with a 4xx status
+    for one that cannot be read, and parse XML without entity expansion or DTDs
+    (``defusedxml``). Any other exception is answered 400 and logged as the plugin's bug.
+
+    ``firstresult``: only the provider's own plugin is called.
+    """
+
+
+@hookspec(firstresult=True)
 def health_check(ctx: ConnectorContext) -> Health | None:
     """Check that an installation can reach its provider with valid credentials.
 
@@ -236,6 +257,10 @@ def parse_rate_limit(provider: Provider, headers: dict[str, str]) -> dict[str, A
 
     Called by the HTTP client after each response; the latest value is kept per provider account
     and shown as ``rate_limit_status`` in health checks. Return None when the headers are absent.
+    Keys the core reads: ``interval_seconds`` (the window a 429 without ``Retry-After`` waits
+    for), and ``quota_used`` with ``quota_max`` — the use of a long-window quota: with
+    ``Provider.quota`` declared, reaching its reserve pauses the account
+    (:class:`~nexus_core.models.Quota`).
 
     ``firstresult``: only the provider's own plugin is called.
     """
@@ -272,7 +297,8 @@ def validate_config(provider: Provider, config: dict[str, Any]) -> list[str] | N
 
     Called by ``IntegrationService.validate_connector_config`` — so before an installation is
     added, updated or bound to a connect link — after the core checked its own keys
-    (``streams``, ``rate_limits``, ``timeouts``). Return a list of problems, each a sentence
+    (``streams``, ``rate_limits``, ``timeouts``, ``quota`` and the key named by
+    ``OAuthConfig.auth_base_url_config``). Return a list of problems, each a sentence
     naming the key and what it accepts (empty or None: the config is fine); the config is then
     refused with them. Must not make network calls.
 

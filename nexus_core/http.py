@@ -46,7 +46,7 @@ from nexus_core.errors import (
     RateLimited,
 )
 from nexus_core.log import redact
-from nexus_core.models import Credentials, Provider, RateLimits, RateLimitWait, Timeouts
+from nexus_core.models import Credentials, Provider, Quota, RateLimits, RateLimitWait, Timeouts
 from nexus_core.ratelimit import RateLimiter, account_scope
 from nexus_core.retries import (
     IDEMPOTENT_METHODS,
@@ -101,6 +101,10 @@ class ProviderSession:
         #: The provider's limits with the installation's tier applied (``config["rate_limits"]``).
         self.rate_limits: RateLimits = provider.rate_limits.with_overrides(
             config.get("rate_limits"))
+        #: The provider's long-window quota with the installation's share applied
+        #: (``config["quota"]``); None: the provider declares none.
+        self.quota: Quota | None = provider.quota.with_overrides(config.get("quota")) \
+            if provider.quota is not None else None
         self.max_wait = settings.rate_limit_max_wait
         self._headroom = settings.rate_limit_headroom
         env = provider.base_url_env
@@ -536,13 +540,12 @@ class ProviderSession:
         """Start the shared cool-down of a rate-limit answer: (seconds, what cools down)."""
         bucket = limiter.bucket if limiter is not None else None
         if verdict is not None:
+            reason = f"{resp.status_code} {verdict.reason}".strip()
             if verdict.scope == "account":
-                if self._redis is not None:
-                    for name in (None, *self.rate_limits.buckets):
-                        self._limiter(name).cooldown(verdict.seconds)
+                self._pause_account(verdict.seconds, reason)
                 return verdict.seconds, "every request of this account"
             if limiter is not None:
-                limiter.cooldown(verdict.seconds)
+                limiter.cooldown(verdict.seconds, reason)
             return verdict.seconds, "this account" + (f" (bucket {bucket})" if bucket else "")
         wait = retry_after_seconds(resp.headers.get("Retry-After"))
         if wait is None:
@@ -554,8 +557,14 @@ class ProviderSession:
                 limits.burst_size / limits.requests_per_second
             )
         if limiter is not None:
-            limiter.cooldown(wait)
+            limiter.cooldown(wait, f"{resp.status_code} too many requests")
         return wait, "this account" + (f" (bucket {bucket})" if bucket else "")
+
+    def _pause_account(self, seconds: float, reason: str) -> None:
+        """A cool-down of every budget (bucket) of the account: nothing is sent for it."""
+        if self._redis is not None:
+            for name in (None, *self.rate_limits.buckets):
+                self._limiter(name).cooldown(seconds, reason)
 
     def _note_rate_limit(self, resp: requests.Response) -> None:
         if self._parse_hook is not None:
@@ -566,9 +575,24 @@ class ProviderSession:
             return
         self._last_status = status
         now = time.monotonic()
-        if self.limiter is not None and now - self._status_shared_at >= 1.0:
+        quota = self.quota is not None and self.quota.reached(status)
+        if self.limiter is not None and (quota or now - self._status_shared_at >= 1.0):
             self._status_shared_at = now
             self.limiter.store_status(status)
+        if quota:
+            self._quota_reached(status)
+
+    def _quota_reached(self, status: dict[str, Any]) -> None:
+        """The provider reports its quota used up to the share kept free: every request of
+        the account pauses (:class:`~nexus_core.models.Quota`). This answer is still the
+        caller's; the next request of any process waits, or is deferred."""
+        assert self.quota is not None
+        reason = (f"quota reserve reached: {status['quota_used']:g} of {status['quota_max']:g} "
+                  f"used, {self.quota.reserve:.0%} kept free for other clients")
+        metrics.RATE_LIMITED.labels(self.provider.id, "quota_reserve").inc()
+        logger.warning("{}: {}; every request of this account pauses for {:.0f} s",
+                       self.provider.name, reason, self.quota.pause)
+        self._pause_account(self.quota.pause, reason)
 
     # -- helpers -----------------------------------------------------------------------------
 

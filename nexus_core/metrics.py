@@ -46,7 +46,8 @@ RATE_LIMIT_WAIT = Histogram(
 )
 RATE_LIMITED = Counter(
     "nexus_rate_limited_total",
-    "RateLimited raised (limiter: shared wait over the threshold) or 429s received (provider)",
+    "RateLimited raised (limiter: shared wait over the threshold), 429s or quota answers "
+    "received (provider), quota reserve reached (quota_reserve)",
     ["provider", "source"],
 )
 

@@ -260,6 +260,78 @@ def _limit_problems(where: str, raw: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _share(value: Any) -> float:
+    share = float(value)
+    if not 0 <= share < 1:
+        raise ValueError(f"Quota.reserve must be a share from 0 to below 1, got {value!r}")
+    return share
+
+
+def _pause(value: Any) -> float:
+    seconds = float(value)
+    if not math.isfinite(seconds) or not 0 < seconds <= 2 * 86400:
+        raise ValueError(f"Quota.pause must be seconds > 0 and at most two days, got {value!r}")
+    return seconds
+
+
+@attrs.frozen
+class Quota:
+    """A provider's allowance of requests over a long window — a daily API quota shared by
+    every client of the customer's account (Salesforce's daily API requests of an org) — and
+    how much of it the connector leaves alone.
+
+    The provider's answers report its use: the ``parse_rate_limit`` hook returns
+    ``quota_used`` and ``quota_max`` among its keys. Once the use reaches ``1 - reserve`` of
+    the maximum, every request of the account pauses for ``pause`` seconds — a shared
+    cool-down: jobs are deferred without spending a retry, health checks report it, ``nexus
+    stats`` lists it — then one request reads the use again. An installation may keep another
+    share free: config ``{"quota": {"reserve": 0.3}}`` (and ``"pause"``)."""
+
+    #: Share of the quota (from 0 to below 1) left for the account's other clients.
+    reserve: float = attrs.field(default=0.0, converter=_share)
+    #: Seconds every request of the account pauses once the reserve is reached.
+    pause: float = attrs.field(default=3600.0, converter=_pause)
+
+    def with_overrides(self, overrides: Any) -> Quota:
+        """This quota with an installation's ``quota`` config applied; unusable values are
+        ignored here (:func:`quota_problems` reports them)."""
+        if not isinstance(overrides, dict) or quota_problems(overrides):
+            return self
+        return attrs.evolve(self, **{k: overrides[k] for k in ("reserve", "pause")
+                                     if overrides.get(k) is not None})
+
+    def reached(self, status: dict[str, Any] | None) -> bool:
+        """Whether a parsed rate-limit status reports the use at or past the reserve."""
+        if not status or self.reserve <= 0:
+            return False
+        used, cap = status.get("quota_used"), status.get("quota_max")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in (used, cap)) or cap <= 0:
+            return False
+        return used >= cap * (1 - self.reserve)
+
+
+def quota_problems(value: Any) -> list[str]:
+    """What is wrong with an installation's ``quota`` config (empty: nothing)."""
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return ["quota must be an object, e.g. {\"reserve\": 0.2}"]
+    problems = []
+    unknown = sorted(str(k) for k in value if k not in ("reserve", "pause"))
+    if unknown:
+        problems.append(f"quota: unknown key(s) {', '.join(unknown)}; known: reserve, pause")
+    reserve, pause = value.get("reserve"), value.get("pause")
+    if reserve is not None and (isinstance(reserve, bool) or not isinstance(reserve, int | float)
+                                or not 0 <= reserve < 1):
+        problems.append("quota.reserve must be a share from 0 to below 1 (0.2: keep a fifth "
+                        "of the quota free)")
+    if pause is not None and (isinstance(pause, bool) or not isinstance(pause, int | float)
+                              or not math.isfinite(pause) or not 0 < pause <= 2 * 86400):
+        problems.append("quota.pause must be seconds > 0, at most two days")
+    return problems
+
+
 #: Longest wait a provider's rate-limit answer is believed for (two days): a daily quota
 #: resets within one; anything longer is an unreadable answer, not a reason to stop for good.
 MAX_RATE_LIMIT_WAIT = 2 * 86400.0
@@ -391,6 +463,17 @@ class OAuthConfig:
     #: The Authorization scheme to send (``"Bearer"``) whatever the response's ``token_type``
     #: says; None: the response's, ``bearer`` normalized to ``Bearer``.
     token_type: str | None = None
+    #: Installation config key holding the base URL (``https://host``) of that installation's
+    #: own authorization server, for providers whose customers log in on hosts of their own —
+    #: a sandbox or a company domain (Salesforce ``https://test.salesforce.com`` or My Domain,
+    #: Okta org URLs). Its scheme and host replace those of ``authorize_url`` and
+    #: ``token_url`` for that installation's flows and refreshes. None: no such key.
+    auth_base_url_config: str | None = None
+    #: Where an installation's auth base URL may point: ``fnmatch`` patterns of
+    #: ``scheme://host[:port]`` (``https://*.my.salesforce.com``). Any other value is refused
+    #: before a request goes there (the client secret goes with it); the variable
+    #: ``<ID>_AUTH_BASE_URLS`` adds patterns, comma-separated (a simulator, a private cloud).
+    auth_base_urls: tuple[str, ...] = attrs.field(default=(), converter=_names)
 
     def __attrs_post_init__(self) -> None:
         if self.account_id_pattern is not None:
@@ -405,6 +488,9 @@ class OAuthConfig:
                 )
         if self.client_auth not in ("form", "basic"):
             raise ValueError(f"client_auth must be 'form' or 'basic', got {self.client_auth!r}")
+        if self.auth_base_url_config is not None and not self.auth_base_urls:
+            raise ValueError("auth_base_url_config needs auth_base_urls: the hosts an "
+                             "installation's authorization server may be on")
 
 
 @attrs.frozen
@@ -497,6 +583,27 @@ class WebhookConfig:
     dedupe_ttl: float = attrs.field(default=3 * 24 * 3600, converter=float)
     #: The signature, for ``scheme="hmac"``.
     hmac: HmacSpec | None = None
+    #: How the ingress reads a delivery's body: ``json`` (an event object or an array of
+    #: them) or ``custom`` — the provider's ``parse_webhook_body`` hook reads it (SOAP/XML,
+    #: form-encoded bodies).
+    body_format: Literal["json", "custom"] = "json"
+    #: The exact body answered (200) to an accepted delivery, for a provider that expects a
+    #: fixed one and redelivers otherwise (Salesforce Outbound Messages: a SOAP ``Ack``);
+    #: None: the core's JSON summary.
+    accept_body: str | None = None
+    #: Content-Type of ``accept_body``.
+    accept_content_type: str = "application/json"
+    #: Refuse (403) a delivery to an installation's own URL whose events name another account
+    #: at ``account_id_field``: for a provider that signs nothing, the account id is part of
+    #: what is checked (Salesforce's ``OrganizationId``).
+    account_check: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.body_format not in ("json", "custom"):
+            raise ValueError(f"WebhookConfig.body_format must be 'json' or 'custom', got "
+                             f"{self.body_format!r}")
+        if self.account_check and not self.account_id_field:
+            raise ValueError("WebhookConfig.account_check needs account_id_field")
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -555,6 +662,9 @@ class Provider:
     timeouts: Timeouts = attrs.Factory(Timeouts)
     #: How transient failures are retried (statuses, backoff).
     retry: RetryConfig = attrs.Factory(RetryConfig)
+    #: A long-window quota (daily API requests) its answers report, and the share of it left
+    #: free for the account's other clients; None: none.
+    quota: Quota | None = None
     #: OAuth scopes asked for on the consent page.
     scopes: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     #: The streams it syncs; plain names are accepted (``streams=("widgets",)``).
@@ -635,6 +745,11 @@ class Provider:
                            "overrides the scheme and host of the authorize URL "
                            f"{self.oauth.authorize_url} (sandboxes, simulators)"))
             add(EnvVar(f"{prefix}_TOKEN_URL", f"overrides the token URL {self.oauth.token_url}"))
+            if self.oauth.auth_base_url_config:
+                add(EnvVar(f"{prefix}_AUTH_BASE_URLS",
+                           "more patterns (comma-separated) an installation's "
+                           f"{self.oauth.auth_base_url_config} may match, beside "
+                           + ", ".join(self.oauth.auth_base_urls)))
         if self.webhook is not None:
             envs = self.webhook.secret_envs
             for n, name in enumerate(envs):

@@ -109,7 +109,10 @@ def authorization_url(
     oauth = oauth_config(provider)
     client_id, _ = _client(provider, settings)
     redirect = _redirect_uri(provider, settings, redirect_uri)
-    _check_target(store, provider, tenant_id, install_id)
+    existing = _check_target(store, provider, tenant_id, install_id)
+    # The consent page of the installation's own authorization server, if it names one.
+    effective = config if config is not None else (existing.config if existing else {})
+    base = endpoint(provider, "authorize", settings, effective)
     state = secrets.token_urlsafe(32)
     params: dict[str, str] = {
         "response_type": "code",
@@ -133,16 +136,16 @@ def authorization_url(
         code_verifier=verifier, expires_at=utcnow() + timedelta(seconds=ttl),
         config=config, intent=intent,
     )
-    base = endpoint(provider, "authorize", settings)
     return base + ("&" if "?" in base else "?") + urlencode(params)
 
 
-def _check_target(store: Store, provider: Provider, tenant_id: str, install_id: str) -> None:
-    """An existing installation must belong to ``provider``."""
+def _check_target(store: Store, provider: Provider, tenant_id: str, install_id: str
+                  ) -> Installation | None:
+    """An existing installation must belong to ``provider``; it is returned (None: none)."""
     try:
         existing = store.get_installation(tenant_id, install_id)
     except NotFound:
-        return
+        return None
     if existing.provider != provider.id:
         from nexus_core.store import Conflict
 
@@ -152,6 +155,7 @@ def _check_target(store: Store, provider: Provider, tenant_id: str, install_id: 
             tenant_id=tenant_id, install_id=install_id,
             hint="choose another --install id for the new connection",
         )
+    return existing
 
 
 # -- connect links: the only way the public app starts a flow -------------------------------
@@ -298,7 +302,7 @@ def complete_authorization(
         tenant_id=stored.tenant_id, install_id=stored.install_id, provider=provider_id,
         config=config, account_id=account,
     )
-    with auth.operation(provider, settings, where):
+    with auth.operation(provider, settings, where, config):
         with hook_context(registry, provider, "authorize", ctx, settings) as hook_ctx:
             creds = registry.hook("authorize", provider_id)(
                 ctx=hook_ctx, code=code, redirect_uri=stored.redirect_uri,
@@ -425,7 +429,7 @@ def refresh_credentials(
                 tenant_id=tenant_id, install_id=install_id, provider=inst.provider,
                 credentials=current, config=inst.config, account_id=inst.account_id,
             )
-            with auth.operation(provider, settings, where):
+            with auth.operation(provider, settings, where, inst.config):
                 with hook_context(registry, provider, "refresh", ctx, settings,
                                   redis) as hook_ctx:
                     fresh = registry.hook("refresh", inst.provider)(ctx=hook_ctx)

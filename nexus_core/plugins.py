@@ -119,6 +119,9 @@ def provider_problems(provider: Provider, hooks: Iterable[str]) -> list[str]:
         elif webhook.scheme == "hmac" and webhook.hmac is None:
             problems.append("webhook scheme 'hmac' needs hmac=HmacSpec(header=...) in "
                             "WebhookConfig")
+        if webhook.body_format == "custom" and "parse_webhook_body" not in hooks:
+            problems.append("webhook body_format 'custom' needs a parse_webhook_body hook "
+                            "(without it no delivery could be routed)")
         for scheme in webhook.fallback_schemes:
             if scheme not in known:
                 problems.append(f"unknown fallback webhook scheme {scheme!r}"

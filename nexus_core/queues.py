@@ -241,8 +241,9 @@ def active_job_id(connection: Any, sync: str) -> str | None:
 
 def queue_stats(connection: Any, worker_concurrency: int = 5) -> dict[str, Any]:
     """Depth and registry counts per queue (failed = the dead-letter queue), the workers on
-    each queue beside the configured concurrency (INTEGRATION_WORKER_CONCURRENCY), and the
-    per-tenant backfill rate limits in use."""
+    each queue beside the configured concurrency (INTEGRATION_WORKER_CONCURRENCY), the
+    per-tenant backfill rate limits in use, and the provider accounts paused by a shared
+    cool-down (a 429, a quota answer, the quota reserve) with the seconds left and why."""
     from rq import Worker
     from rq.rate_limit import RateLimitRegistry
 
@@ -267,5 +268,7 @@ def queue_stats(connection: Any, worker_concurrency: int = 5) -> dict[str, Any]:
             limits[reg.key] = {"running": reg.get_allowed_job_count(),
                                "waiting": reg.get_rate_limited_job_count(),
                                "concurrency": reg.concurrency}
+    from nexus_core.ratelimit import cooldowns
+
     return {"queues": q_stats, "workers": len(workers), "rate_limits": limits,
-            "worker_concurrency": worker_concurrency}
+            "worker_concurrency": worker_concurrency, "paused": cooldowns(connection)}

@@ -55,8 +55,8 @@ local function gcra(key, now, interval, tolerance, max_wait, want)
   return {1, wait, n}
 end
 
-local function cooldown(key, cd_key, now, ms, tolerance)
-  if redis.call('PTTL', cd_key) < ms then redis.call('SET', cd_key, '1', 'PX', ms) end
+local function cooldown(key, cd_key, now, ms, tolerance, reason)
+  if redis.call('PTTL', cd_key) < ms then redis.call('SET', cd_key, reason, 'PX', ms) end
   local floor_tat = now + ms + tolerance
   local tat = tonumber(redis.call('GET', key)) or 0
   if tat < floor_tat then
@@ -90,7 +90,7 @@ return {verdict, math.floor(g[2] * 1000), state, failures, g[3]}
 _COOLDOWN_MAIN = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-cooldown(KEYS[1], KEYS[2], now, tonumber(ARGV[1]), tonumber(ARGV[2]))
+cooldown(KEYS[1], KEYS[2], now, tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] or '1')
 return 1
 """
 
@@ -221,11 +221,12 @@ class RateLimiter:
             if verdict == 0:
                 metrics.RATE_LIMITED.labels(self.provider_id, "limiter").inc()
                 which = f" (bucket {self.bucket})" if self.bucket else ""
+                why = self.cooldown_reason()
                 raise RateLimited(
                     f"shared rate limit of {self.provider_id}{which} "
                     f"({self.requests_per_second:g} req/s, burst {self.burst_size}) for this "
                     f"account asks for a {wait:.1f} s wait, more than the {self.max_wait:g} s "
-                    "a worker may sleep",
+                    "a worker may sleep" + (f"; paused: {why}" if why else ""),
                     retry_after=wait,
                     hint="the job reschedules itself; raise NEXUS_RATE_LIMIT_MAX_WAIT to sleep "
                     "longer in the worker instead",
@@ -255,8 +256,9 @@ class RateLimiter:
         """Forget leased slots, so the next call asks Redis (and the breaker) again."""
         self._leased = 0
 
-    def cooldown(self, seconds: float) -> None:
-        """Nobody sharing this key sends for ``seconds`` (a provider 429's Retry-After)."""
+    def cooldown(self, seconds: float, reason: str = "") -> None:
+        """Nobody sharing this key sends for ``seconds`` (a provider 429's Retry-After).
+        ``reason`` is kept with it for errors and ``nexus stats``."""
         metrics.RATE_LIMITED.labels(self.provider_id, "provider").inc()
         self.drop_lease()  # slots leased before the 429 must not go out during the cool-down
         if redis_down(self.redis):
@@ -264,10 +266,23 @@ class RateLimiter:
         try:
             self._cooldown(
                 keys=[self.key, self.cooldown_key],
-                args=[max(1, int(seconds * 1000)), self.tolerance_ms],
+                args=[max(1, int(seconds * 1000)), self.tolerance_ms, reason[:200] or "1"],
             )
         except REDIS_DOWN_ERRORS as exc:
             fail_open(self.redis, "ratelimit", exc)
+
+    def cooldown_reason(self) -> str | None:
+        """Why this key is cooling down, when the cool-down was given a reason."""
+        if redis_down(self.redis):
+            return None
+        try:
+            raw = self.redis.get(self.cooldown_key)
+        except REDIS_DOWN_ERRORS as exc:
+            fail_open(self.redis, "ratelimit", exc)
+            return None
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        return text if text and text != "1" else None
+
 
     def store_status(self, status: dict[str, Any]) -> None:
         """Share the provider's last rate-limit headers with health checks in other processes."""
@@ -287,3 +302,36 @@ class RateLimiter:
             fail_open(self.redis, "ratelimit", exc)
             return None
         return json.loads(raw) if raw else None
+
+
+def cooldowns(redis: Any, limit: int = 100) -> list[dict[str, Any]]:
+    """The shared cool-downs in force (up to ``limit``): provider, whose budget (``account``,
+    or ``tenant_id``/``install_id`` without a known account), ``bucket``, seconds left and
+    the reason given — paused accounts, for ``nexus stats``."""
+    out: list[dict[str, Any]] = []
+    prefix, suffix = "nexus:rl:", ":cooldown"
+    for raw in redis.scan_iter(match=prefix + "*" + suffix, count=1000):
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        parts = ids.split_key(key[len(prefix):-len(suffix)])
+        pipe = redis.pipeline(transaction=False)
+        pipe.pttl(key)
+        pipe.get(key)
+        ttl, reason = pipe.execute()
+        if not isinstance(ttl, int) or ttl <= 0 or len(parts) < 3:
+            continue
+        entry: dict[str, Any] = {"provider": ids.decode_part(parts[0])}
+        if parts[1] == "acct":
+            entry["account"] = ids.decode_part(parts[2])
+            rest = parts[3:]
+        else:
+            entry["tenant_id"] = ids.decode_part(parts[2])
+            entry["install_id"] = ids.decode_part(parts[3]) if len(parts) > 3 else None
+            rest = parts[4:]
+        entry["bucket"] = ids.decode_part(rest[0]) if rest else None
+        entry["seconds"] = round(ttl / 1000, 1)
+        text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else reason
+        entry["reason"] = text if text and text != "1" else None
+        out.append(entry)
+        if len(out) >= limit:
+            break
+    return sorted(out, key=lambda e: -e["seconds"])

@@ -13,7 +13,14 @@ import attrs
 
 from nexus_core.config import Settings, get_settings
 from nexus_core.errors import PluginError
-from nexus_core.models import Credentials, Health, Installation, Provider, rate_limit_problems
+from nexus_core.models import (
+    Credentials,
+    Health,
+    Installation,
+    Provider,
+    quota_problems,
+    rate_limit_problems,
+)
 from nexus_core.plugins import PluginRegistry, load_plugins
 
 
@@ -78,9 +85,10 @@ class IntegrationService:
     def validate_connector_config(self, provider_id: str, config: Any) -> ConfigValidation:
         """Check an installation config for ``provider_id`` before it is stored.
 
-        Knows the keys the core reads (streams, rate-limit and timeout overrides), asks the
-        provider plugin about its own (``validate_config`` hook) and checks that the
-        provider's OAuth client settings are present in the environment.
+        Knows the keys the core reads (streams, rate-limit and timeout overrides, the quota
+        share, the installation's own authorization server), asks the provider plugin about
+        its own (``validate_config`` hook) and checks that the provider's OAuth client
+        settings are present in the environment.
         """
         errors: list[str] = []
         warnings: list[str] = []
@@ -93,6 +101,14 @@ class IntegrationService:
                 False, [f"config must be a JSON object, got {type(config).__name__}"]
             )
         errors += rate_limit_problems(provider.rate_limits, config.get("rate_limits"))
+        if config.get("quota") is not None:
+            errors += quota_problems(config["quota"]) if provider.quota is not None else [
+                f"quota: {provider.id} declares no quota whose share could be kept free"]
+        if provider.oauth is not None and provider.oauth.auth_base_url_config:
+            from nexus_core.auth import auth_base_url_problems
+
+            errors += auth_base_url_problems(
+                provider, config.get(provider.oauth.auth_base_url_config), self.settings)
         timeouts = config.get("timeouts")
         if timeouts is not None:
             if not isinstance(timeouts, dict):

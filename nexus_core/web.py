@@ -134,6 +134,12 @@ class WebhookResource:
         if result.challenge is not None:
             _json(resp, 200, {"challenge": result.challenge})
             return
+        if provider.webhook is not None and provider.webhook.accept_body is not None:
+            # The provider expects this exact answer, or it delivers again (a SOAP ack).
+            resp.status = 200
+            resp.content_type = provider.webhook.accept_content_type
+            resp.text = provider.webhook.accept_body
+            return
         _json(resp, 200, {
             "ok": True,
             "enqueued": len(result.jobs),

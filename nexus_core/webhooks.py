@@ -2,13 +2,15 @@
 
 :class:`WebhookIngress` is shared by the web app's ``/webhooks/...`` routes and
 ``IntegrationService.process_webhook``. The order of work is fixed and is the security argument:
-body cap (413) → signature and timestamp (401) → parse → route to installations (by the
-provider's account id, or by the opaque webhook key of a per-installation URL; installations
-that are disabled or still waiting for their OAuth authorization are answered 200 and not
-enqueued) → dedupe by delivery id in Redis (a duplicate is a 200 with nothing enqueued) →
-enqueue one job per delivery and installation (:mod:`nexus_core.sync.webhook`: the dedupe mark
-and the job in one atomic round trip) → 200. Redis unreachable → 503: a delivery is never
-acknowledged unless its job is in the queue.
+body cap (413) → signature and timestamp (401) → parse (JSON, or the provider's
+``parse_webhook_body`` hook for another ``WebhookConfig.body_format``) → route to installations
+(by the provider's account id, or by the opaque webhook key of a per-installation URL — whose
+events must name that installation's account when ``WebhookConfig.account_check`` is set, else
+403; installations that are disabled or still waiting for their OAuth authorization are
+answered 200 and not enqueued) → dedupe by delivery id in Redis (a duplicate is a 200 with
+nothing enqueued) → enqueue one job per delivery and installation
+(:mod:`nexus_core.sync.webhook`: the dedupe mark and the job in one atomic round trip) → 200.
+Redis unreachable → 503: a delivery is never acknowledged unless its job is in the queue.
 
 The signature schemes live in :mod:`nexus_core.webhook_schemes` and are re-exported here
 (``from nexus_core.webhooks import verify_hubspot_v3`` keeps working).
@@ -334,17 +336,20 @@ class WebhookIngress:
         provider = self.provider(provider_id)
         self.check_size(len(request.body))
         self.verify(provider, request)
-        try:
-            payload = orjson.loads(request.body)
-        except (UnicodeDecodeError, ValueError):
-            raise WebhookRejected("body is not JSON", status=400) from None
-        if (
-            provider.webhook.scheme == "slack-v0"
-            and isinstance(payload, dict)
-            and payload.get("type") == "url_verification"
-        ):
-            return IngressResult(provider.id, challenge=str(payload.get("challenge", "")))
-        events = payload if isinstance(payload, list) else [payload]
+        if provider.webhook.body_format == "custom":
+            events = self.read_body(provider, request)
+        else:
+            try:
+                payload = orjson.loads(request.body)
+            except (UnicodeDecodeError, ValueError):
+                raise WebhookRejected("body is not JSON", status=400) from None
+            if (
+                provider.webhook.scheme == "slack-v0"
+                and isinstance(payload, dict)
+                and payload.get("type") == "url_verification"
+            ):
+                return IngressResult(provider.id, challenge=str(payload.get("challenge", "")))
+            events = payload if isinstance(payload, list) else [payload]
         try:
             targets, unknown, ignored = self._route(provider, request, events, webhook_key,
                                                     tenant_id, install_id)
@@ -355,6 +360,28 @@ class WebhookIngress:
         return IngressResult(provider.id, tuple(jobs), tuple(duplicates), unknown,
                              ignored_installations=ignored)
 
+    def read_body(self, provider: Provider, request: WebhookRequest) -> list[Any]:
+        """The events of a body in the provider's own format (``parse_webhook_body`` hook):
+        :class:`WebhookRejected` (400 unless the hook says otherwise) when it cannot be read."""
+        if not self.registry.implements("parse_webhook_body", provider.id):
+            logger.error("provider {} declares webhook body_format 'custom' but implements no "
+                         "parse_webhook_body hook; every delivery is refused", provider.id)
+            raise WebhookRejected("this provider's webhook bodies cannot be read", status=400)
+        try:
+            events = self.registry.hook("parse_webhook_body", provider.id)(
+                provider=provider, request=request)
+        except WebhookRejected:
+            raise
+        except Exception as exc:  # a plugin's parser failing on untrusted input: never a 500
+            logger.opt(exception=exc).error("parse_webhook_body of {} failed: {}", provider.id,
+                                            type(exc).__name__)
+            raise WebhookRejected("body could not be read", status=400) from None
+        if not isinstance(events, list):
+            logger.error("parse_webhook_body of {} returned {}, not a list of events",
+                         provider.id, type(events).__name__)
+            raise WebhookRejected("body could not be read", status=400)
+        return events
+
     def enqueue_verified(
         self, provider_id: str, request: WebhookRequest, tenant_id: str, install_id: str
     ) -> str:
@@ -362,11 +389,18 @@ class WebhookIngress:
         ``scheduleWebhookJob``) with the ingress's job id, dedupe and payload; returns the job
         id, the existing one for a replay."""
         provider = self.registry.provider(provider_id)
-        try:
-            payload = orjson.loads(request.body)
-        except (UnicodeDecodeError, ValueError):
-            payload = None
-        events = payload if isinstance(payload, list) else [] if payload is None else [payload]
+        if provider.webhook is not None and provider.webhook.body_format == "custom":
+            try:
+                events = self.read_body(provider, request)
+            except WebhookRejected:
+                events = []
+        else:
+            try:
+                payload = orjson.loads(request.body)
+            except (UnicodeDecodeError, ValueError):
+                payload = None
+            events = payload if isinstance(payload, list) else [] if payload is None \
+                else [payload]
         target = Target(tenant_id, install_id, delivery_id(provider, request, events))
         jobs, duplicates = self._enqueue(provider, request, [target])
         return (jobs or duplicates)[0]
@@ -397,6 +431,8 @@ class WebhookIngress:
                     raise WebhookRejected(
                         f"installation {install_id!r} belongs to provider {install.provider!r}",
                         status=404)
+            if install is not None:
+                self._check_account(provider, install, events)
             if install is not None and install.status in INACTIVE_STATUSES:
                 self._note_ignored(provider, install)
                 return [], 0, 1
@@ -439,6 +475,23 @@ class WebhookIngress:
                     continue
                 targets.append(Target(inst.tenant_id, inst.install_id, delivery))
         return targets, unknown, ignored
+
+    @staticmethod
+    def _check_account(provider: Provider, install: Installation, events: list[Any]) -> None:
+        """With ``WebhookConfig.account_check``: every event of a delivery to an
+        installation's own URL names that installation's account, else 403."""
+        webhook = provider.webhook
+        if webhook is None or not webhook.account_check or not webhook.account_id_field:
+            return
+        named = {"" if a is None else str(a) for a in _fields(events, webhook.account_id_field)}
+        if not events or named != {install.account_id or ""} or not install.account_id:
+            ACCOUNT_MISMATCHES.labels(provider.id).inc()
+            logger.bind(provider=provider.id, tenant_id=install.tenant_id,
+                        install_id=install.install_id).warning(
+                "webhook refused: it names account(s) {} at {}, this installation is connected "
+                "to {}", sorted(named)[:5], webhook.account_id_field, install.account_id)
+            raise WebhookRejected("delivery names another account than this installation's",
+                                  status=403)
 
     @staticmethod
     def _note_ignored(provider: Provider, inst: Installation) -> None:
@@ -506,6 +559,12 @@ IGNORED_INSTALLATIONS = Counter(
     "Webhook deliveries answered without enqueueing because their installation is disabled "
     "or waiting for its OAuth authorization",
     ["provider", "status"],
+)
+ACCOUNT_MISMATCHES = Counter(
+    "nexus_webhook_account_mismatches",
+    "Deliveries to an installation's own URL refused because they name another account "
+    "(WebhookConfig.account_check)",
+    ["provider"],
 )
 UNKNOWN_ACCOUNT_EVENTS = Counter(
     "nexus_webhook_unknown_account_events",

@@ -11,7 +11,8 @@ from nexus_core.commands._output import echo_json, echo_table, user_errors
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def stats(as_json: bool) -> None:
     """Per queue: queued, started, scheduled, finished, failed (dead-letter) and workers; per
-    tenant backfill rate limits in use; installations and recent sync runs by status."""
+    tenant backfill rate limits in use; provider accounts paused by a rate limit or quota;
+    installations and recent sync runs by status."""
     from nexus_core.service import IntegrationService
 
     with user_errors():
@@ -32,6 +33,13 @@ def stats(as_json: bool) -> None:
     for key, rl in sorted(q["rate_limits"].items()):
         click.echo(f"  {key}: {rl['running']} running, {rl['waiting']} waiting "
                    f"(limit {rl['concurrency']})")
+    for pause in q.get("paused", []):
+        whose = f"account {pause['account']}" if "account" in pause else \
+            f"installation {pause['tenant_id']}/{pause['install_id']}"
+        bucket = f" (bucket {pause['bucket']})" if pause["bucket"] else ""
+        click.echo(f"paused: {pause['provider']} {whose}{bucket} for {pause['seconds']:.0f} s"
+                   + (f": {pause['reason']}" if pause["reason"] else "")
+                   + " — its jobs are deferred, not failed")
     c = data["connectors"]
     click.echo(f"connectors: {c['connectors']}  plugins ok/skipped: {c['plugins_ok']}/"
                f"{c['plugins_skipped']}")

@@ -101,6 +101,9 @@ class ProviderSimulator:
 
     #: True when the provider's signature covers a timestamp (stale deliveries are refused).
     webhook_timestamped: ClassVar[bool] = True
+    #: False for a provider that signs nothing (a changed body cannot be told from a genuine
+    #: one; the suite skips that check and the plugin's own tests cover what it verifies).
+    webhook_signed: ClassVar[bool] = True
     #: The account ``nexus simulate`` serves (the provider's own id shape: HubSpot portal ids
     #: are numbers).
     demo_account: ClassVar[str] = "account-1"

@@ -112,6 +112,21 @@ class DataSet:
                 changes[index] = (version, self._clock)
             return picked
 
+    def change_at(self, account: str, stream: str, indexes: list[int], second: int
+                  ) -> list[int]:
+        """Give live records a new version changed at ``second`` rather than now — a change
+        committed late with a timestamp that changes read before already have (what a
+        ``> cursor`` delta loses). Returns the indexes changed."""
+        with self._lock:
+            changes = self._changed.setdefault((account, stream), {})
+            gone = self._deleted.get((account, stream), {})
+            done = []
+            for index in indexes:
+                if 0 <= index < self.count(account, stream) and index not in gone:
+                    changes[index] = (changes.get(index, (0, index))[0] + 1, second)
+                    done.append(index)
+            return done
+
     def create(self, account: str, stream: str, n: int) -> list[int]:
         with self._lock:
             key = (account, stream)

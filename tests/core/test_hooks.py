@@ -121,6 +121,20 @@ def test_hook_verify_webhook(reg):
     assert hook(provider=alpha, request=good, secrets=["s1"]) is False
 
 
+def test_hook_parse_webhook_body(reg):
+    def lines(self, provider, request):
+        return [dict(pair.split("=", 1) for pair in line.split("&"))
+                for line in request.body.decode().splitlines()]
+
+    both(reg, "parse_webhook_body", lines, lambda self, provider, request: [{"beta": True}])
+    request = WebhookRequest(method="POST", url="u", body=b"org=o1&id=n1\norg=o2&id=n2")
+    events = reg.hook("parse_webhook_body", "alpha")(provider=reg.provider("alpha"),
+                                                     request=request)
+    assert events == [{"org": "o1", "id": "n1"}, {"org": "o2", "id": "n2"}]
+    assert reg.hook("parse_webhook_body", "beta")(provider=reg.provider("beta"),
+                                                  request=request) == [{"beta": True}]
+
+
 def test_hook_health_check(reg):
     both(reg, "health_check",
          lambda self, ctx: Health(healthy=False, auth_valid=False, error_count=3),

@@ -137,8 +137,13 @@ def test_rate_limited_page_reschedules_without_consuming_a_retry(sync_env):
     time.sleep(1.1)
     from nexus_core.worker import NexusSimpleWorker, resolve_queues
 
-    NexusSimpleWorker(resolve_queues(None), connection=sync_env.redis).work(
-        burst=True, with_scheduler=True, logging_level="WARNING")
+    # A burst worker moves due jobs only when it wins RQ's scheduler lock; a scheduler of a worker
+    # still stopping elsewhere may hold it (and enqueue the job itself), so poll a few seconds.
+    deadline = time.monotonic() + 10
+    while len(sync_env.sink.ids) < 1000 and time.monotonic() < deadline:
+        NexusSimpleWorker(resolve_queues(None), connection=sync_env.redis).work(
+            burst=True, with_scheduler=True, logging_level="WARNING")
+        time.sleep(0.2)
     assert len(sync_env.sink.ids) == 1000 and set(sync_env.sink.ids.values()) == {1}
     assert sync_env.store.list_runs("t1", "i1")[0].status == "succeeded"
 

@@ -108,6 +108,18 @@ def test_data_sets_are_deterministic_and_changes_are_ordered():
     assert parse_iso(iso(12345)) == 12345
 
 
+def test_a_late_commit_takes_a_timestamp_other_changes_already_have():
+    data = DataSet({"s": 20}, seed=1)
+    first = data.mutate("a", "s", 3)
+    boundary = data.version("a", "s", first[-1])[1]
+    late = data.change_at("a", "s", [0, 1, first[-1] + 100], boundary)
+    assert late == [0, 1]  # an index past the end is no record
+    assert data.version("a", "s", 0) == (1, boundary)
+    assert data.changed_since("a", "s", boundary)[-3:] == sorted([0, 1, first[-1]])
+    data.delete("a", "s", 20)
+    assert data.change_at("a", "s", [0], boundary) == []  # deleted records do not change
+
+
 def test_nexus_dev_runs_hooks_in_process_against_the_simulator(monkeypatch, tmp_path):
     from nexus_core.cli import cli
     from nexus_core.config import reset_settings
