@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from numbers import Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -22,6 +22,9 @@ from nexus_core.models import (
     rate_limit_problems,
 )
 from nexus_core.plugins import PluginRegistry, load_plugins
+
+if TYPE_CHECKING:
+    from nexus_core.store import Store
 
 
 @attrs.frozen
@@ -157,10 +160,12 @@ class IntegrationService:
 
     # -- installations (store) -------------------------------------------------------------
 
+    _store: Store | None = None
+
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         """The :class:`~nexus_core.store.Store` at NEXUS_DATABASE_URL, opened on first use."""
-        store = getattr(self, "_store", None)
+        store = self._store
         if store is None:
             from nexus_core.store import Store
 

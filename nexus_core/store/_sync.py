@@ -206,7 +206,8 @@ class SyncMixin(StoreBase):
                 held.append(raw)
                 # This connection's commits are checkpoint commits (see make_engine); the
                 # flag makes the next ordinary transaction on it switch back to FULL.
-                raw.driver_connection.execute("PRAGMA synchronous=NORMAL")
+                driver: Any = raw.driver_connection  # the sqlite3 connection (never None here)
+                driver.execute("PRAGMA synchronous=NORMAL")
                 raw.info["nexus_synchronous"] = "NORMAL"
             return held[0].driver_connection
 
@@ -334,9 +335,11 @@ class SyncMixin(StoreBase):
 def _insert_ignore(conn: sa.Connection, table: sa.Table) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING for the two dialects we support."""
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing()
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table).on_conflict_do_nothing()
 
 

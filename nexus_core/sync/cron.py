@@ -33,12 +33,16 @@ import signal
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from loguru import logger
 
 from nexus_core import queues
+
+if TYPE_CHECKING:
+    from nexus_core.seams import RedisClient
+    from nexus_core.store import Store
 
 DEFAULT_INTERVAL = 300
 #: Installations per store read and per pair of Redis round trips.
@@ -68,9 +72,9 @@ _claim_script: Any = None
 def _claim() -> Any:
     global _claim_script
     if _claim_script is None:
-        from redis.commands.core import Script
+        from nexus_core.queues import lua_script
 
-        _claim_script = Script(None, CLAIM_SLOT_LUA.encode())
+        _claim_script = lua_script(CLAIM_SLOT_LUA)
     return _claim_script
 
 
@@ -112,7 +116,7 @@ class FanOut:
 
 
 def enqueue_slot(
-    connection: Any, store: Any, slot: int, *, interval: int, opts: Any,
+    connection: RedisClient, store: Store, slot: int, *, interval: int, opts: Any,
     batch_size: int = DEFAULT_BATCH, now: float | None = None,
 ) -> list[str]:
     """Fan slot ``slot`` out: a delta for every active installation at its phase; returns the
@@ -122,7 +126,7 @@ def enqueue_slot(
 
 
 def fan_out(
-    connection: Any, store: Any, slot: int, *, interval: int, opts: Any,
+    connection: RedisClient, store: Store, slot: int, *, interval: int, opts: Any,
     batch_size: int = DEFAULT_BATCH, now: float | None = None,
 ) -> FanOut:
     """:func:`enqueue_slot`, with counts (see the module doc)."""
@@ -179,8 +183,8 @@ def fan_out(
 class DeltaScheduler:
     """The loop: fan out each slot once, at its start (see the module doc)."""
 
-    def __init__(self, connection: Any, settings: Any, *, parent_pid: int | None = None,
-                 interval: int | None = None, store: Any = None) -> None:
+    def __init__(self, connection: RedisClient, settings: Any, *, parent_pid: int | None = None,
+                 interval: int | None = None, store: Store | None = None) -> None:
         self.connection = connection
         self.settings = settings
         self.interval = interval or _interval(settings)
@@ -238,7 +242,7 @@ class DeltaScheduler:
 
 
 def build_scheduler(
-    connection: Any = None, settings: Any = None, *, parent_pid: int | None = None
+    connection: RedisClient | None = None, settings: Any = None, *, parent_pid: int | None = None
 ) -> DeltaScheduler:
     from nexus_core import runtime
 

@@ -199,7 +199,7 @@ def _sync_stream(
                     # cursor.
                     d = env.store.get_checkpoint(t, i, stream, "delta")
                     env.store.commit_page(t, i, stream, "delta", page.next_cursor, seq=d.seq + 1)
-                    new_cursor = BACKFILL_DONE
+                    new_cursor: str | None = BACKFILL_DONE
                 elif kind == "delta" and page.next_cursor is None:
                     new_cursor = cursor
                 else:

@@ -19,7 +19,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from loguru import logger
@@ -39,6 +39,9 @@ from nexus_core.errors import (
 from nexus_core.sync import follow
 from nexus_core.sync.enqueue import SyncOptions
 from nexus_core.sync.lease import Lease, in_work_horse
+
+if TYPE_CHECKING:
+    from nexus_core.seams import RedisClient, SyncStore
 
 #: Set by SIGTERM (or :func:`request_stop`) while a job runs: a sync finishes its page, commits
 #: it and leaves a continuation.
@@ -215,8 +218,8 @@ class Env:
     settings: Any
     opts: SyncOptions
     registry: Any
-    store: Any
-    redis: Any
+    store: SyncStore
+    redis: RedisClient
     job: Any
 
 
@@ -288,7 +291,9 @@ def is_permanent(exc: BaseException | None) -> bool:
     )
 
 
-def on_job_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:
+def on_job_failure(
+    job: Any, connection: RedisClient, exc_type: Any, exc_value: Any, tb: Any
+) -> None:
     """RQ ``on_failure`` callback of every sync job (runs before RQ decides to retry).
 
     Permanent errors set ``retries_left`` to 0 so RQ moves the job straight to the
@@ -300,7 +305,7 @@ def on_job_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb:
         if is_permanent(exc_value):
             job.retries_left = 0
         store = rt.get_store()
-        if isinstance(exc_value, AuthError) and exc_value.needs_reauth and tenant_id:
+        if isinstance(exc_value, AuthError) and exc_value.needs_reauth and tenant_id and install_id:
             with suppress(NotFound):
                 store.set_status(tenant_id, install_id, "needs_reauth")
         error = f"{getattr(exc_type, '__name__', exc_type)}: {exc_value}"[:2000]

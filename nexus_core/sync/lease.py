@@ -29,11 +29,14 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from nexus_core import queues
+
+if TYPE_CHECKING:
+    from nexus_core.seams import RedisClient
 
 MAX_RECOVERIES = 3
 
@@ -61,7 +64,7 @@ def exit_if_orphaned(job_id: str) -> None:
         os._exit(70)
 
 
-def refresh(connection: Any, job_id: str, ttl: float) -> None:
+def refresh(connection: RedisClient, job_id: str, ttl: float) -> None:
     """Set ``job_id``'s lease for ``ttl`` seconds (a worker, for its horse's job)."""
     connection.set(queues.lease_key(job_id), b"1", px=int(ttl * 1000))
 
@@ -105,7 +108,7 @@ def _the_keeper() -> _Keeper:
 class Lease:
     """The lease of a job running in this process (see the module doc)."""
 
-    def __init__(self, connection: Any, job_id: str, ttl: float) -> None:
+    def __init__(self, connection: RedisClient, job_id: str, ttl: float) -> None:
         self.connection = connection
         self.job_id = job_id
         self.key = queues.lease_key(job_id)
@@ -148,7 +151,7 @@ class Lease:
 
 
 def recover_abandoned(
-    connection: Any, queue_names: Iterable[str], *, lease_ttl: float
+    connection: RedisClient, queue_names: Iterable[str], *, lease_ttl: float
 ) -> list[str]:
     """Requeue the started jobs of ``queue_names`` whose lease expired; returns their ids."""
     from rq.job import Job, JobStatus

@@ -63,9 +63,9 @@ _script: Any = None
 def _enqueue_script() -> Any:
     global _script
     if _script is None:
-        from redis.commands.core import Script
+        from nexus_core.queues import lua_script
 
-        _script = Script(None, ENQUEUE_UNLESS_MARKED_LUA.encode())  # EVALSHA, per client
+        _script = lua_script(ENQUEUE_UNLESS_MARKED_LUA)  # EVALSHA, per client
     return _script
 
 
