@@ -462,9 +462,10 @@ class IntegrationService:
     def health_check_immediate(self, provider: str, tenant_id: str, install_id: str) -> Health:
         """Check an installation now, in this process (the seed's healthCheckImmediate): a
         :class:`~nexus_core.models.Health`, unhealthy rather than raising when the provider is
-        unreachable or the grant is revoked."""
+        unreachable or the grant is revoked. The answer is stored as the installation's last
+        check (``nexus installs list/show``); turning unhealthy is logged once at WARNING."""
         from nexus_core.errors import AuthError
-        from nexus_core.health import check_health
+        from nexus_core.health import check_health, record
         from nexus_core.runtime import build_context, close_context
 
         self.registry.provider(provider)
@@ -473,12 +474,14 @@ class IntegrationService:
                                 provider=provider, redis=self.redis, settings=self.settings,
                                 metadata={"kind": "health"})
         except AuthError as exc:  # the proactive refresh was refused: only the tenant can fix it
-            return Health(healthy=False, auth_valid=False, error_count=1,
-                          details={"error": exc.message, "needs_reauth": exc.needs_reauth})
-        try:
-            return check_health(self.registry, ctx)
-        finally:
-            close_context(ctx)
+            health = Health(healthy=False, auth_valid=False, error_count=1,
+                            details={"error": exc.message, "needs_reauth": exc.needs_reauth})
+        else:
+            try:
+                health = check_health(self.registry, ctx)
+            finally:
+                close_context(ctx)
+        return record(self.store, provider, tenant_id, install_id, health)
 
 
 def _set_path(config: dict[str, Any], key: str, value: Any) -> None:

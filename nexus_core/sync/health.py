@@ -10,10 +10,12 @@ from nexus_core.sync.harness import installation_state, job_env
 
 def run_health_check(provider: str, tenant_id: str, install_id: str) -> Any:
     """Check an installation (the provider's ``health_check`` hook, failures classified by
-    :func:`nexus_core.health.check_health`); the result is the Health as JSON. Revoked
-    credentials mark the installation ``needs_reauth``, as a failing sync would."""
+    :func:`nexus_core.health.check_health`), store the answer as its last check (shown by
+    ``nexus installs list/show``; a change to unhealthy is logged once at WARNING); the result
+    is the Health as JSON. Revoked credentials mark the installation ``needs_reauth``, as a
+    failing sync would."""
     from nexus_core.converters import unstructure
-    from nexus_core.health import check_health
+    from nexus_core.health import check_health, record
 
     with job_env(provider, tenant_id, install_id) as env:
         state = installation_state(env, provider, tenant_id, install_id)
@@ -24,6 +26,7 @@ def run_health_check(provider: str, tenant_id: str, install_id: str) -> Any:
             health = check_health(env.registry, ctx)
         finally:
             rt.close_context(ctx)
+        record(env.store, provider, tenant_id, install_id, health)
         if health.details.get("needs_reauth"):
             env.store.set_status(tenant_id, install_id, "needs_reauth")
         return unstructure(health)
