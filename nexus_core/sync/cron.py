@@ -27,6 +27,7 @@ boundary (waking every few seconds to notice a stop or the parent worker's exit)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -230,6 +231,26 @@ def fan_out(
     return out
 
 
+#: Key prefix of the heartbeats of running schedulers (``nexus:scheduler:<host>:<pid>``),
+#: refreshed at every wake-up (at most every 5 s) and expiring after
+#: :data:`HEARTBEAT_TTL` seconds: ``nexus doctor`` reads them.
+SCHEDULER_PREFIX = "nexus:scheduler:"
+HEARTBEAT_TTL = 30
+
+
+def _scheduler_key() -> str:
+    import socket
+
+    return f"{SCHEDULER_PREFIX}{socket.gethostname()}:{os.getpid()}"
+
+
+def running_schedulers(connection: Any) -> list[str]:
+    """The schedulers whose heartbeat is fresh (``host:pid``)."""
+    names = (k.decode() if isinstance(k, bytes) else k
+             for k in connection.scan_iter(match=SCHEDULER_PREFIX + "*", count=100))
+    return sorted(n[len(SCHEDULER_PREFIX):] for n in names)
+
+
 class DeltaScheduler:
     """The loop: fan out each slot once, at its start (see the module doc) — deltas, and
     health checks on their own interval (NEXUS_HEALTH_INTERVAL; 0: none)."""
@@ -321,9 +342,19 @@ class DeltaScheduler:
         while not self.stop.is_set():
             if self.parent_pid is not None and os.getppid() != self.parent_pid:
                 return  # never outlive `run-worker --with-scheduler`
+            self.heartbeat()
             self.tick()
             self.tick_health()
             self.stop.wait(min(5.0, self.seconds_to_next_slot()) + 0.001)
+        with contextlib.suppress(Exception):
+            self.connection.delete(_scheduler_key())
+
+    def heartbeat(self) -> None:
+        """Say that this scheduler runs (``nexus doctor`` checks that one does)."""
+        try:
+            self.connection.set(_scheduler_key(), str(self.interval), ex=HEARTBEAT_TTL)
+        except Exception as exc:  # Redis down: the tick reports it
+            logger.debug("scheduler heartbeat not written: {}", exc)
 
 
 def build_scheduler(
