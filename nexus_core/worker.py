@@ -60,6 +60,15 @@ class _NexusWorkerMixin(TracebackOncePerJob):
         self.nexus_burst = bool(kwargs.get("burst", args[0] if args else False))
         return super().work(*args, **kwargs)  # type: ignore[misc]
 
+    def execute_job(self, job: Any, queue: Any) -> Any:
+        """Every line logged while a job runs — RQ's own (``Job OK``, failures) and the
+        job's, in its work-horse too — carries the job's provider, tenant_id, install_id,
+        job_id and run_id."""
+        from nexus_core.sync.harness import job_log_context
+
+        with logger.contextualize(**job_log_context(job)):
+            return super().execute_job(job, queue)  # type: ignore[misc]
+
     @property
     def should_run_maintenance_tasks(self) -> bool:
         due = self._last_recovery is None or (

@@ -273,9 +273,11 @@ class SyncMixin(StoreBase):
 
     def start_run(
         self, tenant_id: str, install_id: str, kind: str, stream: str | None, *,
-        job_id: str | None = None,
+        job_id: str | None = None, run_id: str | None = None,
     ) -> str:
-        run_id = uuid.uuid4().hex
+        """Record a running sync run; ``run_id`` (default: a new one) lets a job's log lines
+        name the run before it is recorded."""
+        run_id = run_id or uuid.uuid4().hex
         with self._tx() as conn:
             self._get(conn, tenant_id, install_id)
             conn.execute(

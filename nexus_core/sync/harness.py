@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
@@ -223,10 +224,46 @@ class Env:
     job: Any
 
 
+#: Namespace of the run ids derived from a job (:func:`job_run_id`).
+_RUN_NAMESPACE = uuid.UUID("8f6d3c1e-5b0a-4d7e-9c2f-3a1b6e4d7c90")
+
+
+def job_run_id(job: Any) -> str | None:
+    """The run a job's work belongs to, for its log lines: a backfill's or delta's sync run
+    (``nexus runs list``; continuations and retries carry it), else an id derived from the job
+    (its id and creation time: the same across its retries) — the id its sync run gets if it
+    records one, and the run id of a webhook or health job's lines."""
+    if job is None:
+        return None
+    try:
+        kwargs = job.kwargs or {}
+        found = kwargs.get("run_id") or (job.meta or {}).get("nexus_run_id")
+        if found:
+            return str(found)
+        created = job.created_at.isoformat() if job.created_at else ""
+    except Exception:  # not one of ours (arguments that are not keyword JSON)
+        return None
+    return uuid.uuid5(_RUN_NAMESPACE, f"{job.id}\x1f{created}").hex
+
+
+def job_log_context(job: Any) -> dict[str, Any]:
+    """What every log line of ``job``'s work carries: provider, tenant_id, install_id (from its
+    arguments), job_id and run_id (:func:`job_run_id`)."""
+    out: dict[str, Any] = {"job_id": job.id}
+    with suppress(Exception):
+        kwargs = job.kwargs or {}
+        out.update({k: kwargs[k] for k in ("provider", "tenant_id", "install_id")
+                    if isinstance(kwargs.get(k), str)})
+    run_id = job_run_id(job)
+    if run_id:
+        out["run_id"] = run_id
+    return out
+
+
 @contextmanager
 def job_env(provider: str, tenant_id: str, install_id: str) -> Iterator[Env]:
-    """The job's environment, its log context, and (inside an RQ job) its lease and SIGTERM
-    handling."""
+    """The job's environment, its log context (provider, tenant_id, install_id, job_id,
+    run_id), and (inside an RQ job) its lease and SIGTERM handling."""
     from rq import get_current_job
 
     from nexus_core.plugins import load_plugins
@@ -236,7 +273,9 @@ def job_env(provider: str, tenant_id: str, install_id: str) -> Iterator[Env]:
     job = get_current_job()
     redis = job.connection if job is not None else rt.get_redis(settings)
     env = Env(settings, opts, load_plugins(), _ProcessStore(settings), redis, job)
-    with logger.contextualize(provider=provider, tenant_id=tenant_id, install_id=install_id):
+    ids = job_log_context(job) if job is not None else {}
+    with logger.contextualize(**{**ids, "provider": provider, "tenant_id": tenant_id,
+                                 "install_id": install_id}):
         if job is None:
             yield env
             return
