@@ -29,6 +29,8 @@ _SECRET_PATTERNS = [
     re.compile(r"()\bxox[abposer]-[A-Za-z0-9-]+"),  # Slack tokens
     re.compile(r"()\bxoxe[.-][A-Za-z0-9.-]+"),  # Slack rotating tokens
     re.compile(r"(://[^:/@\s]+:)[^@\s]+(?=@)"),  # passwords in URLs
+    # OAuth's state and authorization code in a query string (a callback URL in an access log)
+    re.compile(r"([?&](?:state|code)=)[^&\s\"'#]+"),
 ]
 REDACTED = "***"
 

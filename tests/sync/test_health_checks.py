@@ -199,3 +199,37 @@ def test_health_interval_is_a_validated_setting():
     assert load_settings({"NEXUS_HEALTH_INTERVAL": "0"}, env_file=None).health_interval == 0
     with pytest.raises(ConfigError, match="NEXUS_HEALTH_INTERVAL"):
         load_settings({"NEXUS_HEALTH_INTERVAL": "soon"}, env_file=None)
+
+
+# -- operator input, property-based -------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tenant=st.text(max_size=300), install=st.text(max_size=40),
+       provider=st.sampled_from(["sim", "nope", ""]))
+def test_nexus_health_with_any_ids_answers_in_one_line(env, tenant, install, provider):
+    """Unknown, empty, huge or control-character ids: exit 1 (or a usage error) with one line
+    naming what is wrong, never a traceback."""
+    result = nexus("health", provider, "--tenant", tenant, "--install", install)
+    assert result.exit_code in (1, 2), result.output
+    assert "Traceback" not in result.output
+    error = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(error) == 1, result.output
+
+
+@settings(max_examples=200)
+@given(raw=st.one_of(st.text(max_size=12), st.integers(-10, 10**7).map(str)))
+def test_health_interval_parses_or_refuses_in_one_line(raw):
+    from nexus_core.config import load_settings
+    from nexus_core.errors import ConfigError
+
+    try:
+        value = load_settings({"NEXUS_HEALTH_INTERVAL": raw}, env_file=None).health_interval
+    except ConfigError as exc:
+        assert "NEXUS_HEALTH_INTERVAL" in str(exc) and "\n" not in exc.message
+        return
+    assert isinstance(value, int) and 0 <= value <= 7 * 86400

@@ -134,14 +134,16 @@ def test_every_line_of_a_sync_and_a_webhook_carries_its_context(nexus, sim):
 
 
 def test_no_secret_is_ever_logged_at_trace(nexus, sim, capfd):
-    """Connect (authorization code, token exchange), backfill in forked work-horses with a
+    """Connect (OAuth state, authorization code, token exchange), backfill in forked work-horses with a
     token refresh inside it, an explicit refresh, a delta, a webhook (ingress and job), a
     health check and a revoked grant, all at LOG_LEVEL=TRACE; then every secret is looked for
     in everything the process and its children wrote to stdout and stderr."""
     from nexus_core import oauth
 
     configure_logging("TRACE", "json")  # stderr, which capfd reads at the file descriptor
-    inst = nexus.connect("tenant-1", "main", sim.default_account)
+    path, query = nexus.consent("tenant-1", "main", sim.default_account)
+    assert nexus.client.simulate_get(path, params=query).status_code == 200
+    inst = nexus.store.get_installation("tenant-1", "main")
     sim.oauth.expire_after(3)
     nexus.service.start_backfill("example", "tenant-1", "main")
     nexus.run(fork=True)
@@ -162,9 +164,28 @@ def test_no_secret_is_ever_logged_at_trace(nexus, sim, capfd):
     assert '"level": "TRACE"' in captured or '"level": "DEBUG"' in captured
     assert "tenant-1" in captured and "GET /v1/widgets" in captured
     secrets = {CLIENT_SECRET, sim.webhook_secret, sim.webhook_secret.removeprefix("whsec_"),
-               WEBHOOK_KEY.decode()}
+               WEBHOOK_KEY.decode(), query["code"], query["state"]}
     secrets |= set(sim.oauth._tokens) | set(sim.oauth._grants) | set(sim.oauth._retired)
-    assert len(secrets) >= 4 + 3 + 3  # three access tokens, three refresh tokens at least
+    assert len(secrets) >= 6 + 3 + 3  # three access tokens, three refresh tokens at least
     leaked = sorted(s for s in secrets if s in captured)
     assert not leaked, [(s, captured[max(0, captured.index(s) - 200):captured.index(s) + 50])
                         for s in leaked]
+
+
+@pytest.mark.parametrize("line", [
+    '127.0.0.1 "GET /integrations/example/callback?code=code-abc123&state=st4te HTTP/1.1" 302',
+    "redirect to https://auth.example/authorize?client_id=x&state=st4te&code=code-abc123#f",
+])
+def test_oauth_state_and_code_in_a_url_are_redacted(line):
+    from nexus_core.log import redact
+
+    cleaned = redact(line)
+    assert "st4te" not in cleaned and "code-abc123" not in cleaned
+    assert "state=***" in cleaned and "code=***" in cleaned
+    assert ("client_id=x" in cleaned) == ("client_id=x" in line)
+
+
+def test_words_like_state_outside_a_query_string_are_kept():
+    from nexus_core.log import redact
+
+    assert redact("breaker state=open for example/t1") == "breaker state=open for example/t1"
