@@ -103,7 +103,7 @@ def check_redis(ctx: _Context) -> None:
         parts = MIN_REDIS
     if parts < MIN_REDIS:
         ctx.add("redis.version", "fail", f"Redis {version} is older than "
-                f"{'.'.join(map(str, MIN_REDIS))}", "upgrade Redis to 6.2 or later")
+                f"{'.'.join(map(str, MIN_REDIS))}", "upgrade Redis (7.x recommended)")
     else:
         ctx.add("redis.version", "ok", f"Redis {version} (>= {'.'.join(map(str, MIN_REDIS))})")
     policy = str(info.get("maxmemory_policy") or _config_get(client, "maxmemory-policy") or "")
@@ -160,6 +160,12 @@ def check_database(ctx: _Context) -> None:
     from nexus_core.store.schema import LATEST_VERSION
 
     url = ctx.settings.database_url
+    missing = _missing_sqlite_file(url)
+    if missing is not None:  # connecting would create it: the doctor only looks
+        ctx.add("database", "fail", f"the SQLite database {missing} does not exist",
+                "check NEXUS_DATABASE_URL (and the working directory: a relative path is "
+                "relative to it); any `nexus` command that opens the store creates it")
+        return
     # The store's key ring is checked on its own (check_keys); a placeholder lets the schema be
     # read without creating a development key file.
     store = Store.from_url(url, ctx.keyring or KeyRing.from_string(generate_key()),
@@ -190,6 +196,16 @@ def check_database(ctx: _Context) -> None:
                 + (" (empty database)" if version == 0 else ""),
                 "migrate it: every `nexus` command that opens the store does (for example "
                 "`nexus installs list`), as do `nexus serve` and `nexus run-worker` at start")
+
+
+def _missing_sqlite_file(url: str) -> str | None:
+    import sqlalchemy as sa
+
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else str(path)
 
 
 def _load_keyring(ctx: _Context) -> None:

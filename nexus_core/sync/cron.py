@@ -231,24 +231,24 @@ def fan_out(
     return out
 
 
-#: Key prefix of the heartbeats of running schedulers (``nexus:scheduler:<host>:<pid>``),
-#: refreshed at every wake-up (at most every 5 s) and expiring after
-#: :data:`HEARTBEAT_TTL` seconds: ``nexus doctor`` reads them.
-SCHEDULER_PREFIX = "nexus:scheduler:"
+#: Heartbeats of running schedulers: a sorted set of ``<host>:<pid>`` scored by when each
+#: one's heartbeat expires, refreshed at every wake-up (at most every 5 s) and good for
+#: :data:`HEARTBEAT_TTL` seconds; ``nexus doctor`` reads it (one ZRANGEBYSCORE, no key scan).
+SCHEDULERS_KEY = "nexus:schedulers"
 HEARTBEAT_TTL = 30
 
 
-def _scheduler_key() -> str:
+def _scheduler_name() -> str:
     import socket
 
-    return f"{SCHEDULER_PREFIX}{socket.gethostname()}:{os.getpid()}"
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def running_schedulers(connection: Any) -> list[str]:
+def running_schedulers(connection: Any, now: float | None = None) -> list[str]:
     """The schedulers whose heartbeat is fresh (``host:pid``)."""
-    names = (k.decode() if isinstance(k, bytes) else k
-             for k in connection.scan_iter(match=SCHEDULER_PREFIX + "*", count=100))
-    return sorted(n[len(SCHEDULER_PREFIX):] for n in names)
+    now = time.time() if now is None else now
+    names = connection.zrangebyscore(SCHEDULERS_KEY, now, "+inf")
+    return sorted(n.decode() if isinstance(n, bytes) else n for n in names)
 
 
 class DeltaScheduler:
@@ -347,12 +347,17 @@ class DeltaScheduler:
             self.tick_health()
             self.stop.wait(min(5.0, self.seconds_to_next_slot()) + 0.001)
         with contextlib.suppress(Exception):
-            self.connection.delete(_scheduler_key())
+            self.connection.zrem(SCHEDULERS_KEY, _scheduler_name())
 
     def heartbeat(self) -> None:
-        """Say that this scheduler runs (``nexus doctor`` checks that one does)."""
+        """Say that this scheduler runs (``nexus doctor`` checks that one does); forget
+        schedulers whose heartbeat expired."""
+        now = time.time()
         try:
-            self.connection.set(_scheduler_key(), str(self.interval), ex=HEARTBEAT_TTL)
+            with self.connection.pipeline(transaction=False) as pipe:
+                pipe.zadd(SCHEDULERS_KEY, {_scheduler_name(): now + HEARTBEAT_TTL})
+                pipe.zremrangebyscore(SCHEDULERS_KEY, "-inf", now)
+                pipe.execute()
         except Exception as exc:  # Redis down: the tick reports it
             logger.debug("scheduler heartbeat not written: {}", exc)
 

@@ -184,8 +184,21 @@ def test_unreachable_redis_and_database_are_failures_with_fixes(tmp_path):
     assert found["workers"].status == "skip" and found["keys.decrypt"].status == "skip"
 
 
-def test_an_unmigrated_database_fails(tmp_path, redis_url):
+def test_a_missing_sqlite_file_fails_and_is_not_created(tmp_path, redis_url):
     settings = load_settings(environment(tmp_path, redis_url), env_file=None)
+    found = {f.check: f for f in diagnose(settings)}
+    assert found["database"].status == "fail" and "does not exist" in found["database"].message
+    assert not (tmp_path / "n.db").exists()
+
+
+def test_an_unmigrated_database_fails(tmp_path, redis_url):
+    import sqlalchemy as sa
+
+    settings = load_settings(environment(tmp_path, redis_url), env_file=None)
+    engine = sa.create_engine(settings.database_url)
+    with engine.begin() as conn:  # an empty database file
+        conn.execute(sa.text("CREATE TABLE unrelated (x INTEGER)"))
+    engine.dispose()
     found = {f.check: f for f in diagnose(settings)}
     assert found["database.schema"].status == "fail"
     assert "schema version 0" in found["database.schema"].message

@@ -233,3 +233,19 @@ def test_health_interval_parses_or_refuses_in_one_line(raw):
         assert "NEXUS_HEALTH_INTERVAL" in str(exc) and "\n" not in exc.message
         return
     assert isinstance(value, int) and 0 <= value <= 7 * 86400
+
+
+def test_a_running_scheduler_keeps_a_heartbeat_that_expires(env):
+    import os
+    import time
+
+    from nexus_core.sync import cron
+
+    scheduler = cron.DeltaScheduler(env.redis, env.service().settings, interval=300,
+                                    health_interval=0, store=env.store)
+    assert cron.running_schedulers(env.redis) == []
+    scheduler.heartbeat()
+    (name,) = cron.running_schedulers(env.redis)
+    assert name.endswith(f":{os.getpid()}")
+    later = time.time() + cron.HEARTBEAT_TTL + 1
+    assert cron.running_schedulers(env.redis, now=later) == []  # a dead one is not counted
