@@ -69,7 +69,7 @@ class SyncStore(Protocol):
 
     def start_run(
         self, tenant_id: str, install_id: str, kind: str, stream: str | None, *,
-        job_id: str | None = None,
+        job_id: str | None = None, run_id: str | None = None,
     ) -> str: ...
 
     def finish_run(
