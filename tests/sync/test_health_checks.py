@@ -249,3 +249,36 @@ def test_a_running_scheduler_keeps_a_heartbeat_that_expires(env):
     assert name.endswith(f":{os.getpid()}")
     later = time.time() + cron.HEARTBEAT_TTL + 1
     assert cron.running_schedulers(env.redis, now=later) == []  # a dead one is not counted
+
+
+def test_a_scheduled_check_whose_token_cannot_be_refreshed_is_stored_unhealthy(
+        redis_url, tmp_path, monkeypatch):
+    """The check's proactive refresh is refused (revoked grant, token expired): the worker
+    stores an unhealthy answer and marks the installation needs_reauth; the job itself
+    succeeds (an answer, not a dead-letter entry)."""
+    from datetime import UTC, datetime, timedelta
+
+    import attrs
+    from nexus_example.simulator import ExampleSimulator
+
+    from nexus_core.testing.suite import Harness
+
+    with ExampleSimulator() as sim:
+        sim.add_account()
+        nexus = Harness("example", sim, redis_url, tmp_path, monkeypatch)
+        try:
+            nexus.connect("t1", "main", sim.default_account)
+            creds = nexus.store.get_credentials("t1", "main")
+            nexus.store.save_credentials("t1", "main", attrs.evolve(
+                creds, expires_at=datetime.now(UTC) - timedelta(minutes=1)))
+            sim.oauth.revoke(sim.default_account)
+            job_id = nexus.service.schedule_health_check("example", "t1", "main")
+            nexus.run()  # the connect's first backfill fails too (needs_reauth): not this job
+            assert job_id not in nexus.failed_jobs()
+            stored = nexus.store.get_health("t1", "main")
+            assert stored is not None and not stored.healthy and not stored.auth_valid
+            assert stored.details["needs_reauth"] is True
+            assert nexus.store.get_installation("t1", "main").status == "needs_reauth"
+        finally:
+            nexus.close()
+            logger.remove()
