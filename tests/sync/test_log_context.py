@@ -163,6 +163,11 @@ def test_no_secret_is_ever_logged_at_trace(nexus, sim, capfd):
     captured = out.out + out.err
     assert '"level": "TRACE"' in captured or '"level": "DEBUG"' in captured
     assert "tenant-1" in captured and "GET /v1/widgets" in captured
+    # The backfill's requests were made in forked work-horses: their lines carry the job too.
+    horse = [json.loads(line) for line in captured.splitlines()
+             if line.startswith("{") and '"GET /v1/widgets -> 200' in line]
+    assert horse and all(line.get("job_id", "").startswith("nexus__backfill__")
+                         and line.get("run_id") for line in horse)
     secrets = {CLIENT_SECRET, sim.webhook_secret, sim.webhook_secret.removeprefix("whsec_"),
                WEBHOOK_KEY.decode(), query["code"], query["state"]}
     secrets |= set(sim.oauth._tokens) | set(sim.oauth._grants) | set(sim.oauth._retired)
