@@ -24,6 +24,7 @@ from nexus_core.errors import (
 )
 from nexus_core.hookspecs import CORE_API_VERSION, hookimpl, hookspec
 from nexus_core.models import (
+    BodyErrors,
     ConnectorContext,
     Credentials,
     EnvVar,
@@ -58,6 +59,7 @@ __all__ = [
     "CORE_API_VERSION",
     "AuthError",
     "BaseConnector",
+    "BodyErrors",
     "ConfigError",
     "ConnectorContext",
     "Credentials",
