@@ -629,6 +629,10 @@ class WebhookConfig:
     secret_envs: tuple[str, ...] = attrs.field(default=(), converter=_names)
     #: JSON field of an event that names the provider account (HubSpot ``portalId``).
     account_id_field: str | None = None
+    #: Fields tried in order for events whose ``account_id_field`` account has no
+    #: installation: an account the event also belongs to (Slack's ``enterprise_id``, for an
+    #: app installed on a whole Enterprise Grid organization).
+    fallback_account_fields: tuple[str, ...] = attrs.field(default=(), converter=_names)
     #: Header or field that uniquely identifies a delivery, for replay protection.
     delivery_id_field: str | None = None
     #: Seconds a delivery id is remembered (covers the provider's retry window).

@@ -170,6 +170,20 @@ def _fields(events: list[Any], path: str) -> list[Any]:
     return [e.get(path) if isinstance(e, dict) else None for e in events]
 
 
+def _by_account(events: list[Any], path: str) -> dict[str, list[Any]]:
+    """Events grouped by the account id at ``path`` (``""``: none)."""
+    by_account: dict[str, list[Any]] = {}
+    accounts = ["" if a is None else a if type(a) is str else str(a)
+                for a in _fields(events, path)]
+    for event, account in zip(events, accounts, strict=True):
+        group = by_account.get(account)
+        if group is None:
+            by_account[account] = [event]
+        else:
+            group.append(event)
+    return by_account
+
+
 def _digest(parts: Iterable[str]) -> str:
     # JSON keeps the list unambiguous (["a,b"] and ["a", "b"] differ).
     return hashlib.sha256(orjson.dumps(list(parts))).hexdigest()
@@ -447,20 +461,20 @@ class WebhookIngress:
                 f"/webhooks/{provider.id}/<webhook key> (`nexus installs show` prints it)",
                 status=404,
             )
-        by_account: dict[str, list[Any]] = {}
-        accounts = ["" if a is None else a if type(a) is str else str(a)
-                    for a in _fields(events, field)]
-        for event, account in zip(events, accounts, strict=True):
-            group = by_account.get(account)
-            if group is None:
-                by_account[account] = [event]
-            else:
-                group.append(event)
+        fields = (field, *provider.webhook.fallback_account_fields)
+        pending = [(0, account, group) for account, group in _by_account(events, field).items()]
         targets: list[Target] = []
         unknown = ignored = 0
-        for account, account_events in by_account.items():
+        while pending:
+            level, account, account_events = pending.pop(0)
             installs = self._lookup(lambda a=account: self.find_by_account(provider.id, a)) \
                 if account else []
+            if not installs and level + 1 < len(fields):
+                # No installation of this account: the events may belong to one of the
+                # account named by the next field (an organization-wide installation).
+                pending += [(level + 1, a, g) for a, g in
+                            _by_account(account_events, fields[level + 1]).items()]
+                continue
             if not installs:
                 unknown += len(account_events)
                 UNKNOWN_ACCOUNT_EVENTS.labels(provider.id).inc(len(account_events))
