@@ -257,7 +257,7 @@ def _skip(ctx: ConnectorContext, channel: str, code: str, *, name: Any = None,
         else "it was deleted or is not visible to the app"
     log = ctx.log
     if log is not None:
-        log.info("slack: messages of {} skipped ({}): {}", what, code, hint)
+        log.warning("slack: messages of {} skipped ({}): {}", what, code, hint)
 
 
 def _continue(state: dict[str, Any], records: list[Record]) -> SyncPage:
