@@ -612,6 +612,20 @@ class HmacSpec:
 
 
 @attrs.frozen
+class UrlVerification:
+    """A provider's handshake when a webhook URL is registered (Slack's ``url_verification``):
+    a verified delivery whose ``type_field`` is ``type_value`` is answered 200 with
+    ``{challenge_field: <the delivery's challenge>}`` (JSON) and nothing is enqueued."""
+
+    #: Dotted path of the field naming the delivery's kind (`type`).
+    type_field: str = "type"
+    #: Its value on a handshake (`url_verification`).
+    type_value: str = "url_verification"
+    #: Dotted path of the challenge to echo, and the key it is answered under (`challenge`).
+    challenge_field: str = "challenge"
+
+
+@attrs.frozen
 class WebhookConfig:
     """How a provider signs its webhooks and how a delivery finds its installation."""
 
@@ -649,6 +663,9 @@ class WebhookConfig:
     accept_body: str | None = None
     #: Content-Type of ``accept_body``.
     accept_content_type: str = "application/json"
+    #: The provider's URL handshake, answered after the signature check (Slack:
+    #: ``UrlVerification()``); None: none.
+    url_verification: UrlVerification | None = None
     #: Refuse (403) a delivery to an installation's own URL whose events name another account
     #: at ``account_id_field``: for a provider that signs nothing, the account id is part of
     #: what is checked (Salesforce's ``OrganizationId``).

@@ -123,8 +123,10 @@ class IngressResult:
     duplicate_jobs: tuple[str, ...] = ()
     #: Events dropped because no installation has their account id.
     unknown_account_events: int = 0
-    #: Slack url_verification: the challenge to answer with.
+    #: A URL handshake (``WebhookConfig.url_verification``): the challenge to answer with.
     challenge: str | None = None
+    #: The key it is answered under.
+    challenge_field: str = "challenge"
     #: Installations the delivery was for but not enqueued: disabled, or still waiting for
     #: their OAuth authorization.
     ignored_installations: int = 0
@@ -357,12 +359,16 @@ class WebhookIngress:
                 payload = orjson.loads(request.body)
             except (UnicodeDecodeError, ValueError):
                 raise WebhookRejected("body is not JSON", status=400) from None
+            handshake = provider.webhook.url_verification
             if (
-                provider.webhook.scheme == "slack-v0"
+                handshake is not None
                 and isinstance(payload, dict)
-                and payload.get("type") == "url_verification"
+                and _field(payload, handshake.type_field) == handshake.type_value
             ):
-                return IngressResult(provider.id, challenge=str(payload.get("challenge", "")))
+                challenge = _field(payload, handshake.challenge_field)
+                return IngressResult(provider.id, challenge="" if challenge is None
+                                     else str(challenge)[:1000],
+                                     challenge_field=handshake.challenge_field)
             events = payload if isinstance(payload, list) else [payload]
         try:
             targets, unknown, ignored = self._route(provider, request, events, webhook_key,

@@ -28,6 +28,7 @@ from nexus_core import (
     Provider,
     Stream,
     SyncPage,
+    UrlVerification,
     WebhookConfig,
     WebhookEvent,
     WebhookRequest,
@@ -83,6 +84,7 @@ PROVIDER = Provider(
     ),
     webhook=WebhookConfig(
         scheme="slack-v0",
+        url_verification=UrlVerification(),  # {"type": "url_verification", "challenge": ...}
         secret_envs=("SLACK_SIGNING_SECRET",),
         account_id_field="team_id",
         fallback_account_fields=("enterprise_id",),
