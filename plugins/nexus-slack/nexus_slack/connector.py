@@ -13,6 +13,7 @@ the v0-signed Events API routed by ``team_id`` then ``enterprise_id``. The reads
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
@@ -98,7 +99,8 @@ PROVIDER = Provider(
 
 #: Installation config keys this connector reads (besides the core's streams, rate_limits,
 #: timeouts).
-CONFIG_KEYS = ("page_size", "threads", "channel_types")
+CONFIG_KEYS = ("page_size", "threads", "channel_types", "team_id")
+TEAM_ID = re.compile(r"T[A-Z0-9]{2,20}")
 CHANNEL_TYPES = ("public_channel", "private_channel", "mpim", "im")
 
 
@@ -176,4 +178,8 @@ def config_problems(config: dict[str, Any]) -> list[str]:
                               or not all(t in CHANNEL_TYPES for t in types)):
         problems.append("channel_types must be a non-empty list of "
                         + ", ".join(CHANNEL_TYPES))
+    team = config.get("team_id")
+    if team is not None and (not isinstance(team, str) or not TEAM_ID.fullmatch(team)):
+        problems.append("team_id must be a Slack workspace id (T followed by letters and "
+                        "digits), the workspace an organization-wide installation reads")
     return problems

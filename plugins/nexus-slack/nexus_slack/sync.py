@@ -114,6 +114,7 @@ def list_page(ctx: ConnectorContext, stream: str, cursor: str | None) -> SyncPag
     if stream == "channels":
         params["types"] = ",".join(channel_types(ctx))
         params["exclude_archived"] = "false"
+    params["team_id"] = team_id(ctx)
     data = call(ctx, method, params)
     items = data.get(key)
     if not isinstance(items, list):
@@ -133,6 +134,13 @@ def list_page(ctx: ConnectorContext, stream: str, cursor: str | None) -> SyncPag
         return SyncPage(records=records, next_cursor=_dump({"since": top}), done=True)
     return SyncPage(records=records, done=False,
                     next_cursor=_dump({"since": since, "page": nxt, "max": top}))
+
+
+def team_id(ctx: ConnectorContext) -> str | None:
+    """The workspace an organization-wide installation reads (``team_id`` in its config):
+    Slack's list methods need it with an org-wide token."""
+    value = (ctx.config or {}).get("team_id")
+    return value if isinstance(value, str) and value else None
 
 
 def channel_types(ctx: ConnectorContext) -> list[str]:
@@ -237,7 +245,8 @@ def _replies(ctx: ConnectorContext, channel: str, ts: str, limit: int, bucket: s
 def _list_channels(ctx: ConnectorContext, state: dict[str, Any]) -> None:
     data = call(ctx, "conversations.list",
                 {"limit": min(page_size(ctx), MAX_PAGE_SIZE), "cursor": state["list"],
-                 "types": ",".join(channel_types(ctx)), "exclude_archived": "true"})
+                 "types": ",".join(channel_types(ctx)), "exclude_archived": "true",
+                 "team_id": team_id(ctx)})
     for channel in data.get("channels") or []:
         if not isinstance(channel, dict) or not isinstance(channel.get("id"), str):
             continue

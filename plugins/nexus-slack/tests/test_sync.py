@@ -105,14 +105,15 @@ def test_the_simulator_is_registered_for_nexus_simulate():
     ({"page_size": 0}, "page_size"), ({"page_size": "10"}, "page_size"),
     ({"page_size": True}, "page_size"), ({"threads": "yes"}, "threads"),
     ({"channel_types": ["public_channel", "dm"]}, "channel_types"),
-    ({"channel_types": []}, "channel_types"),
+    ({"channel_types": []}, "channel_types"), ({"team_id": "C123"}, "team_id"),
+    ({"team_id": 7}, "team_id"),
 ])
 def test_a_bad_config_is_refused_when_stored(nexus, sim, config, problem):
     result = nexus.service.validate_connector_config("slack", config)
     assert not result.valid and any(problem in e for e in result.errors), result
 
 
-@given(st.dictionaries(st.sampled_from(["page_size", "threads", "channel_types"]),
+@given(st.dictionaries(st.sampled_from(["page_size", "threads", "channel_types", "team_id"]),
                        st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5),
                                  st.lists(st.text(max_size=15), max_size=3))))
 def test_config_problems_never_raise_and_name_the_key(config):
@@ -126,3 +127,22 @@ def test_a_backfill_reads_every_channel_in_full(nexus, sim, logged):
     member = {sim.channel_id(i) for i in sim.member_channels()}
     assert {q["channel"] for q in logged} == member  # never one the bot is not in
     assert all("oldest" not in q for q in logged)
+
+
+def test_an_org_wide_installation_reads_the_workspace_its_config_names(nexus, sim):
+    seen = []
+    for i, (method, regex, fn, auth) in enumerate(sim.app.routes):
+        if regex.pattern.endswith(("conversations.list$", "users.list$")):
+            def wrapped(req, fn=fn):
+                seen.append(req.query.get("team_id"))
+                return fn(req)
+            sim.app.routes[i] = (method, regex, wrapped, auth)
+    org = sim.add_account("E0SIMORG02")
+    nexus.connect("tenant-org", "main", org)
+    nexus.service.update_installation("tenant-org", "main", changes={"team_id": "T0WS000042"})
+    nexus.store.reset_checkpoint("tenant-org", "main", "users", "backfill")
+    seen.clear()
+    nexus.service.start_backfill("slack", "tenant-org", "main", stream="users")
+    nexus.run()
+    assert seen and set(seen) == {"T0WS000042"}
+    assert set(nexus.delivered("tenant-org", "main", "users")) == sim.expected_ids("users", org)
