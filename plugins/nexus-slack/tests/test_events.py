@@ -65,6 +65,42 @@ def test_an_event_is_answered_within_slacks_3_second_budget_and_processed(
     assert (event["tenant"], event["install"]) == ("tenant-1", "main")
 
 
+def test_fifty_deliveries_all_answer_within_the_budget(nexus, sim, served):
+    nexus.connect("tenant-1", "main", sim.default_account)
+    took = []
+    for envelope in sim.webhook_events(sim.default_account, 50, kind="member_joined_channel"):
+        (attempt,) = sim.deliver(served, envelope)
+        assert attempt.status == 200
+        took.append(attempt.seconds)
+    took.sort()
+    print(f"Events API answers over 50 deliveries: median {took[25] * 1000:.1f} ms, "
+          f"p95 {took[47] * 1000:.1f} ms, max {took[-1] * 1000:.1f} ms (budget 3000 ms)")
+    assert took[-1] < ANSWER_BUDGET and _queued(nexus) == 50
+
+
+def test_the_sender_retries_an_answer_that_missed_the_budget_as_slack_does(sim):
+    """The simulator's own fidelity: no 2xx within 3 s is a retry with X-Slack-Retry-Num."""
+    seen = []
+
+    def slow_then_fast(environ, start_response):
+        seen.append((environ.get("HTTP_X_SLACK_RETRY_NUM"),
+                     environ.get("HTTP_X_SLACK_RETRY_REASON")))
+        if len(seen) == 1:
+            time.sleep(ANSWER_BUDGET + 0.3)
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b"{}"]
+
+    server = SimulatorServer(slow_then_fast).start()
+    try:
+        (envelope,) = sim.webhook_events(sim.default_account, 1, kind="channel_created")
+        attempts = sim.deliver(server.url + "/hook", envelope)
+    finally:
+        server.stop()
+    assert [a.retry_num for a in attempts] == [0, 1]
+    assert attempts[0].status == 0 and attempts[1].status == 200
+    assert seen == [(None, None), ("1", "http_timeout")]
+
+
 def test_slacks_retries_are_accepted_as_duplicates(nexus, sim, served):
     nexus.connect("tenant-1", "main", sim.default_account)
     (envelope,) = sim.webhook_events(sim.default_account, 1, kind="member_joined_channel")
