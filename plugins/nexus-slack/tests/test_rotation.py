@@ -50,11 +50,24 @@ def _run_workers(n, target, args):
     return out
 
 
+def slow_token_endpoint(sim, seconds):
+    """oauth.v2.access answers after ``seconds`` (a refresh in flight stays in flight)."""
+    import time
+
+    for i, (method, regex, fn, auth) in enumerate(sim.app.routes):
+        if regex.pattern.endswith("oauth.v2.access$"):
+            def slow(req, fn=fn):
+                time.sleep(seconds)
+                return fn(req)
+            sim.app.routes[i] = (method, regex, slow, auth)
+
+
 def test_eight_processes_on_an_expired_token_make_exactly_one_refresh(nexus, sim):
     account = sim.default_account
     nexus.connect("tenant-1", "main", account)
     before = nexus.store.get_credentials("tenant-1", "main")
     sim.oauth.expire_access_tokens()  # the stored token still looks fresh: the API says not
+    slow_token_endpoint(sim, 1.0)  # every process meets the expired token before it is fixed
     sim.app.log.clear()
 
     results = _run_workers(WORKERS, _check, ("tenant-1", "main"))
