@@ -89,7 +89,10 @@ def test_the_buckets_are_per_workspace(nexus, sim):
 
 
 def test_limited_history_apps_read_15_per_page_at_one_a_minute(make_sim, harness):
-    sim = make_sim(limited_history=True, minute=0.5)
+    # Two channels of 20 messages: two pages each at 15 per page, four calls a minute apart
+    # (a one-second minute: the spacing leaves 0.1 s for arrival jitter on a loaded machine).
+    sim = make_sim(limited_history=True, minute=1.0,
+                   sizes={"channels": 2, "users": 3, "messages": 40})
     nexus = harness(sim)
     nexus.connect("tenant-1", "main", sim.default_account)
     nexus.run()
@@ -97,7 +100,7 @@ def test_limited_history_apps_read_15_per_page_at_one_a_minute(make_sim, harness
     history = sim.requests("/api/conversations.history")
     assert len(history) >= len(sim.member_channels())
     gaps = [b.at - a.at for a, b in zip(history, history[1:], strict=False)]
-    assert min(gaps) >= 0.45, "more than one history call per (simulated) minute"
+    assert len(history) == 4 and min(gaps) >= 0.9, "more than one history call a minute"
     assert set(nexus.delivered("tenant-1", "main", "messages")) == \
         sim.expected_ids("messages", sim.default_account)
     pages = [r for r in nexus.recorder.rows("page") if r["stream"] == "messages"]
