@@ -24,6 +24,7 @@ from nexus_core.errors import (
 )
 from nexus_core.hookspecs import CORE_API_VERSION, hookimpl, hookspec
 from nexus_core.models import (
+    BodyErrors,
     ConnectorContext,
     Credentials,
     EnvVar,
@@ -42,6 +43,7 @@ from nexus_core.models import (
     StreamPattern,
     SyncPage,
     Timeouts,
+    UrlVerification,
     WebhookConfig,
     WebhookEvent,
     WebhookRequest,
@@ -58,6 +60,7 @@ __all__ = [
     "CORE_API_VERSION",
     "AuthError",
     "BaseConnector",
+    "BodyErrors",
     "ConfigError",
     "ConnectorContext",
     "Credentials",
@@ -86,6 +89,7 @@ __all__ = [
     "StreamPattern",
     "SyncPage",
     "Timeouts",
+    "UrlVerification",
     "WebhookConfig",
     "WebhookEvent",
     "WebhookRejected",

@@ -224,10 +224,10 @@ def is_token_expired(
 ) -> bool | None:
     """Tell whether a provider's answer means "the access token expired".
 
-    Called by the HTTP client on every error answer (and on Slack-style 200 answers with
-    ``ok: false``). Return True to refresh the token and retry the request once, False or None
-    otherwise (the core treats a bare 401 as expired only when the provider leaves this hook
-    unimplemented).
+    Called by the HTTP client on every error answer, and on the 2xx answers that
+    ``Provider.body_errors`` marks as errors (``{"ok": false, ...}``). Return True to
+    refresh the token and retry the request once, False or None otherwise (the core treats a
+    bare 401 as expired only when the provider leaves this hook unimplemented).
 
     ``firstresult``: only the provider's own plugin is called.
     """

@@ -29,12 +29,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attrs
+import orjson
 import requests
 from loguru import logger
 from requests.adapters import HTTPAdapter
 
 from nexus_core import metrics
 from nexus_core.__about__ import __version__
+from nexus_core.auth import lookup
 from nexus_core.breaker import Admission, BreakerPolicy, CircuitBreaker
 from nexus_core.config import Settings, get_settings
 from nexus_core.errors import (
@@ -61,10 +63,6 @@ from nexus_core.retries import (
 
 if TYPE_CHECKING:
     from nexus_core.seams import RedisClient
-
-#: Slack-style errors come as HTTP 200 ``{"ok": false, ...}``: only those 2xx bodies are shown to
-#: the ``is_token_expired`` hook.
-_OK_FALSE = re.compile(rb'\s*\{\s*"ok"\s*:\s*false')
 
 class ProviderSession:
     """An installation's resilient session with its provider (see the module docstring).
@@ -119,6 +117,10 @@ class ProviderSession:
         self._api_key_header = str(config.get("api_key_header") or "Authorization")
         self._expired_hook = _hook(registry, "is_token_expired", provider.id)
         self._retry_hook = _hook(registry, "should_retry", provider.id)
+        self._body_errors = provider.body_errors
+        self._ok_false = None if provider.body_errors is None else re.compile(
+            b'"' + re.escape(provider.body_errors.ok_field.rsplit(".", 1)[-1].encode())
+            + rb'"\s*:\s*false')
         self._retry_statuses = frozenset(provider.retry.retry_statuses)
         self._backoff_base = settings.http_backoff_base
         self._parse_hook = _hook(registry, "parse_rate_limit", provider.id)
@@ -340,9 +342,14 @@ class ProviderSession:
                     **self._error_context,
                 )
 
+            stream = kwargs.get("stream", False)
+            # An error inside a 2xx answer (Provider.body_errors): its code and what it means.
+            code = self._body_error(resp, stream)
+            kind = self._body_kind(code, creds)
+
             # Without credentials nothing can have expired (an authorize/refresh hook's
             # session): the answer goes back to the caller as it is.
-            if creds is not None and self._is_expired(resp, kwargs.get("stream", False)):
+            if creds is not None and (kind == "expired" or self._is_expired(resp, stream, code)):
                 if refreshed or self._refresh is None:
                     outcome = "still_expired" if refreshed else "no_refresh"
                     metrics.TOKEN_REFRESHES.labels(self.provider.id, outcome).inc()
@@ -364,8 +371,20 @@ class ProviderSession:
                 self._admit(limiter, first=False)
                 continue
 
+            if kind == "reauth":
+                self._record(limiter, admission, ok=True)  # the provider is up
+                resp.close()
+                raise AuthError(
+                    f"{self.provider.name} answered {code!r} for {method} {host}{call.path}: "
+                    "the grant is revoked or the account is inactive",
+                    needs_reauth=True,
+                    provider=self.provider.id,
+                    hint="the tenant must reconnect the installation",
+                    **self._error_context,
+                )
+
             ok = resp.status_code not in self._retry_statuses
-            if ok and self._should_retry(resp, kwargs.get("stream", False)):
+            if ok and (kind == "transient" or self._should_retry(resp, stream)):
                 # The provider says this answer is a transient failure: retried like a 5xx.
                 retryable = method in IDEMPOTENT_METHODS or call.any_method
                 if retryable and not admission.probe and \
@@ -390,6 +409,18 @@ class ProviderSession:
                     **self._error_context,
                 )
                 error.response = resp  # type: ignore[attr-defined]
+                raise error
+            if kind == "failed":
+                resp.close()
+                error = ProviderError(
+                    f"{self.provider.name} answered error {code!r} for {method} "
+                    f"{host}{call.path}",
+                    retryable=False,
+                    status=resp.status_code,
+                    provider=self.provider.id,
+                    **self._error_context,
+                )
+                error.code = code  # type: ignore[attr-defined]
                 raise error
             return resp
 
@@ -505,11 +536,45 @@ class ProviderSession:
         value += random.random() * self._backoff_base  # noqa: S311 - jitter, not crypto
         return max(0.0, min(self.provider.retry.max_backoff, value))
 
-    def _is_expired(self, resp: requests.Response, stream: bool) -> bool:
+    def _body_error(self, resp: requests.Response, stream: bool) -> str | None:
+        """The error code of a 2xx answer that ``Provider.body_errors`` marks as an error
+        (``{"ok": false, "error": "invalid_auth"}``); None for any other answer."""
+        spec = self._body_errors
+        if spec is None or stream or not 200 <= resp.status_code < 300:
+            return None
+        content = resp.content
+        # Cheap test first: most answers are successes, and a JSON text can hold the field
+        # name followed by `false` only as a key (inside a string the quotes are escaped).
+        if self._ok_false is None or not self._ok_false.search(content):
+            return None
+        try:
+            data = orjson.loads(content)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(data, dict) or lookup(data, spec.ok_field) is not False:
+            return None
+        for path in spec.error_field:
+            value = lookup(data, path)
+            if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+                return str(value)[:200]
+        return "unknown_error"
+
+    def _body_kind(self, code: str | None, creds: Credentials | None) -> str | None:
+        """What an error inside a 2xx answer means (:meth:`BodyErrors.kind`); without
+        credentials (an authorize/refresh hook's session) nothing can expire or be revoked."""
+        if code is None or self._body_errors is None:
+            return None
+        kind = self._body_errors.kind(code)
+        if creds is None and kind in ("expired", "reauth"):
+            return "failed"
+        return kind
+
+    def _is_expired(self, resp: requests.Response, stream: bool, code: str | None = None
+                    ) -> bool:
         status = resp.status_code
         if self._expired_hook is None:
             return status == 401
-        if status < 400 and (stream or not _OK_FALSE.match(resp.content[:64])):
+        if status < 400 and code is None:
             return False
         body = b"" if stream else resp.content
         return bool(self._expired_hook(

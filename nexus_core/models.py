@@ -408,6 +408,58 @@ class RetryConfig:
 
 
 @attrs.frozen
+class BodyErrors:
+    """Errors a provider reports inside answers whose HTTP status says success (Slack:
+    ``200 {"ok": false, "error": "invalid_auth"}``), declared so that the HTTP client treats
+    them like the statuses they stand for. A 2xx JSON object whose ``ok_field`` is ``false``
+    is an error answer; its code is at ``error_field``:
+
+    * ``expired`` codes: the access token expired — refreshed once, the request sent again
+      (the ``is_token_expired`` hook sees these answers too);
+    * ``reauth`` codes: the grant is dead — ``AuthError(needs_reauth=True)``, the tenant must
+      reconnect;
+    * ``transient`` codes: retried like a 5xx (backoff, ``RetryConfig.max_retries``, then a
+      retryable ``ProviderError`` and a circuit-breaker failure);
+    * ``returned`` codes: the connector reads them itself (the answer goes back to it);
+    * any other code: a non-retryable ``ProviderError`` naming the code, so the page fails
+      with it in the run's error instead of being read as an empty page.
+    """
+
+    #: Dotted path of the field that is JSON ``false`` on an error answer (`ok`).
+    ok_field: str = "ok"
+    #: Dotted path(s) of the error code, tried in order (`error`).
+    error_field: tuple[str, ...] = attrs.field(default=("error",), converter=_names)
+    #: Codes meaning the access token expired: refresh once and send again.
+    expired: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    #: Codes meaning the grant is revoked or the account gone: the installation needs_reauth.
+    reauth: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    #: Codes of transient failures: retried like a 5xx.
+    transient: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    #: Codes the connector handles itself: the answer is returned to it unchanged.
+    returned: tuple[str, ...] = attrs.field(default=(), converter=_names)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.ok_field or not self.error_field:
+            raise ValueError("BodyErrors needs an ok_field and at least one error_field")
+        kinds = {"expired": self.expired, "reauth": self.reauth,
+                 "transient": self.transient, "returned": self.returned}
+        seen: dict[str, str] = {}
+        for kind, codes in kinds.items():
+            for code in codes:
+                if code in seen:
+                    raise ValueError(f"BodyErrors: code {code!r} is both {seen[code]} and "
+                                     f"{kind}")
+                seen[code] = kind
+
+    def kind(self, code: str) -> str:
+        """``expired``, ``reauth``, ``transient``, ``returned`` or ``failed`` for ``code``."""
+        for kind in ("expired", "reauth", "transient", "returned"):
+            if code in getattr(self, kind):
+                return kind
+        return "failed"
+
+
+@attrs.frozen
 class OAuthConfig:
     """Where and how the OAuth2 authorization-code flow runs for a provider, and how its token
     endpoint answers. Every default is plain RFC 6749; a provider that differs declares it here
@@ -563,6 +615,20 @@ class HmacSpec:
 
 
 @attrs.frozen
+class UrlVerification:
+    """A provider's handshake when a webhook URL is registered (Slack's ``url_verification``):
+    a verified delivery whose ``type_field`` is ``type_value`` is answered 200 with
+    ``{challenge_field: <the delivery's challenge>}`` (JSON) and nothing is enqueued."""
+
+    #: Dotted path of the field naming the delivery's kind (`type`).
+    type_field: str = "type"
+    #: Its value on a handshake (`url_verification`).
+    type_value: str = "url_verification"
+    #: Dotted path of the challenge to echo, and the key it is answered under (`challenge`).
+    challenge_field: str = "challenge"
+
+
+@attrs.frozen
 class WebhookConfig:
     """How a provider signs its webhooks and how a delivery finds its installation."""
 
@@ -580,6 +646,10 @@ class WebhookConfig:
     secret_envs: tuple[str, ...] = attrs.field(default=(), converter=_names)
     #: JSON field of an event that names the provider account (HubSpot ``portalId``).
     account_id_field: str | None = None
+    #: Fields tried in order for events whose ``account_id_field`` account has no
+    #: installation: an account the event also belongs to (Slack's ``enterprise_id``, for an
+    #: app installed on a whole Enterprise Grid organization).
+    fallback_account_fields: tuple[str, ...] = attrs.field(default=(), converter=_names)
     #: Header or field that uniquely identifies a delivery, for replay protection.
     delivery_id_field: str | None = None
     #: Seconds a delivery id is remembered (covers the provider's retry window).
@@ -596,6 +666,9 @@ class WebhookConfig:
     accept_body: str | None = None
     #: Content-Type of ``accept_body``.
     accept_content_type: str = "application/json"
+    #: The provider's URL handshake, answered after the signature check (Slack:
+    #: ``UrlVerification()``); None: none.
+    url_verification: UrlVerification | None = None
     #: Refuse (403) a delivery to an installation's own URL whose events name another account
     #: at ``account_id_field``: for a provider that signs nothing, the account id is part of
     #: what is checked (Salesforce's ``OrganizationId``).
@@ -665,6 +738,9 @@ class Provider:
     timeouts: Timeouts = attrs.Factory(Timeouts)
     #: How transient failures are retried (statuses, backoff).
     retry: RetryConfig = attrs.Factory(RetryConfig)
+    #: Errors it reports inside successful HTTP answers (``{"ok": false, "error": ...}``) and
+    #: what each means; None: a 2xx answer is a success.
+    body_errors: BodyErrors | None = None
     #: A long-window quota (daily API requests) its answers report, and the share of it left
     #: free for the account's other clients; None: none.
     quota: Quota | None = None

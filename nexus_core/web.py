@@ -133,7 +133,7 @@ class WebhookResource:
         webhooks.record_outcome(label, result.outcome)
         webhooks.INGRESS_SECONDS.labels(label).observe(time.perf_counter() - started)
         if result.challenge is not None:
-            _json(resp, 200, {"challenge": result.challenge})
+            _json(resp, 200, {result.challenge_field: result.challenge})
             return
         if provider.webhook is not None and provider.webhook.accept_body is not None:
             # The provider expects this exact answer, or it delivers again (a SOAP ack).

@@ -125,8 +125,10 @@ class IngressResult:
     duplicate_jobs: tuple[str, ...] = ()
     #: Events dropped because no installation has their account id.
     unknown_account_events: int = 0
-    #: Slack url_verification: the challenge to answer with.
+    #: A URL handshake (``WebhookConfig.url_verification``): the challenge to answer with.
     challenge: str | None = None
+    #: The key it is answered under.
+    challenge_field: str = "challenge"
     #: Installations the delivery was for but not enqueued: disabled, or still waiting for
     #: their OAuth authorization.
     ignored_installations: int = 0
@@ -170,6 +172,20 @@ def _fields(events: list[Any], path: str) -> list[Any]:
     if "." in path:
         return [_field(e, path) for e in events]
     return [e.get(path) if isinstance(e, dict) else None for e in events]
+
+
+def _by_account(events: list[Any], path: str) -> dict[str, list[Any]]:
+    """Events grouped by the account id at ``path`` (``""``: none)."""
+    by_account: dict[str, list[Any]] = {}
+    accounts = ["" if a is None else a if type(a) is str else str(a)
+                for a in _fields(events, path)]
+    for event, account in zip(events, accounts, strict=True):
+        group = by_account.get(account)
+        if group is None:
+            by_account[account] = [event]
+        else:
+            group.append(event)
+    return by_account
 
 
 def _digest(parts: Iterable[str]) -> str:
@@ -347,12 +363,16 @@ class WebhookIngress:
                 payload = orjson.loads(request.body)
             except (UnicodeDecodeError, ValueError):
                 raise WebhookRejected("body is not JSON", status=400) from None
+            handshake = webhook.url_verification
             if (
-                webhook.scheme == "slack-v0"
+                handshake is not None
                 and isinstance(payload, dict)
-                and payload.get("type") == "url_verification"
+                and _field(payload, handshake.type_field) == handshake.type_value
             ):
-                return IngressResult(provider.id, challenge=str(payload.get("challenge", "")))
+                challenge = _field(payload, handshake.challenge_field)
+                return IngressResult(provider.id, challenge="" if challenge is None
+                                     else str(challenge)[:1000],
+                                     challenge_field=handshake.challenge_field)
             events = payload if isinstance(payload, list) else [payload]
         try:
             targets, unknown, ignored = self._route(provider, request, events, webhook_key,
@@ -444,27 +464,28 @@ class WebhookIngress:
             inst_id = install.install_id if install is not None else install_id
             assert tenant is not None and inst_id is not None
             return [Target(tenant, inst_id, delivery_id(provider, request, events))], 0, 0
-        field = provider.webhook.account_id_field if provider.webhook else None
-        if not field:
+        webhook = provider.webhook
+        field = webhook.account_id_field if webhook else None
+        if webhook is None or not field:
             raise WebhookRejected(
                 f"{provider.id} webhooks need the per-installation URL "
                 f"/webhooks/{provider.id}/<webhook key> (`nexus installs show` prints it)",
                 status=404,
             )
-        by_account: dict[str, list[Any]] = {}
-        accounts = ["" if a is None else a if type(a) is str else str(a)
-                    for a in _fields(events, field)]
-        for event, account in zip(events, accounts, strict=True):
-            group = by_account.get(account)
-            if group is None:
-                by_account[account] = [event]
-            else:
-                group.append(event)
+        fields = (field, *webhook.fallback_account_fields)
+        pending = [(0, account, group) for account, group in _by_account(events, field).items()]
         targets: list[Target] = []
         unknown = ignored = 0
-        for account, account_events in by_account.items():
+        while pending:
+            level, account, account_events = pending.pop(0)
             installs = self._lookup(partial(self.find_by_account, provider.id, account)) \
                 if account else []
+            if not installs and level + 1 < len(fields):
+                # No installation of this account: the events may belong to one of the
+                # account named by the next field (an organization-wide installation).
+                pending += [(level + 1, a, g) for a, g in
+                            _by_account(account_events, fields[level + 1]).items()]
+                continue
             if not installs:
                 unknown += len(account_events)
                 UNKNOWN_ACCOUNT_EVENTS.labels(provider.id).inc(len(account_events))

@@ -17,8 +17,8 @@ from nexus_core import models
 
 #: The public models, in the order a plugin author meets them.
 CLASSES = ["Provider", "Stream", "StreamPattern", "RateLimits", "RateLimitWait", "Quota",
-           "Timeouts", "RetryConfig", "OAuthConfig", "WebhookConfig", "HmacSpec", "EnvVar",
-           "Credentials",
+           "Timeouts", "RetryConfig", "BodyErrors", "OAuthConfig", "WebhookConfig",
+           "UrlVerification", "HmacSpec", "EnvVar", "Credentials",
            "Installation", "ConnectorContext", "Record", "SyncPage", "WebhookRequest",
            "WebhookEvent", "WebhookResult", "Health", "IntegrationMetrics"]
 

@@ -152,6 +152,20 @@ class OAuthServer:
             return "unknown"
         return "live" if token.expires_at > time.time() else "expired"
 
+    def token_account(self, access_token: str | None) -> tuple[str | None, bool]:
+        """(account, revoked) of an access token issued here, live or not — for a provider
+        that answers an expired token differently from a revoked grant; (None, False) for a
+        token it never issued."""
+        if not access_token:
+            return None, False
+        with self._lock:
+            token = self._tokens.get(access_token)
+            if token is None:
+                return None, False
+            live = any(g.account == token.account and not g.revoked
+                       for g in self._grants.values())
+            return token.account, not live
+
     def authenticate(self, request: SimRequest) -> str | None:
         return self.validate(request.bearer)
 

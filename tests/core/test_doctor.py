@@ -21,7 +21,9 @@ from nexus_core.testing.redis_server import RedisServer
 SECRETS = {"HUBSPOT_CLIENT_ID": "hs-id", "HUBSPOT_CLIENT_SECRET": "hs-secret",
            "HUBSPOT_WEBHOOK_SECRET": "hs-whsec", "SALESFORCE_CLIENT_ID": "sf-id",
            "SALESFORCE_CLIENT_SECRET": "sf-secret", "EXAMPLE_CLIENT_ID": "ex-id",
-           "EXAMPLE_CLIENT_SECRET": "ex-secret", "EXAMPLE_WEBHOOK_SECRET": "ex-whsec"}
+           "EXAMPLE_CLIENT_SECRET": "ex-secret", "EXAMPLE_WEBHOOK_SECRET": "ex-whsec",
+           "SLACK_CLIENT_ID": "sl-id", "SLACK_CLIENT_SECRET": "sl-secret",
+           "SLACK_SIGNING_SECRET": "sl-signing"}
 
 
 @pytest.fixture
@@ -46,7 +48,11 @@ def evicting_redis():
 def environment(tmp_path, redis_url, **extra):
     env = {"REDIS_URL": redis_url, "NEXUS_DATABASE_URL": f"sqlite:///{tmp_path / 'n.db'}",
            "NEXUS_ENCRYPTION_KEYS": generate_key(), "NEXUS_EMBEDDED_REDIS": "off",
-           "NEXUS_SINK": "null", **SECRETS, **extra}
+           "NEXUS_SINK": "null",
+           # the providers of this tree only: another plugin installed on the machine would add
+           # its own unset variables to the report
+           "NEXUS_LOAD_PLUGINS": "example,hubspot,salesforce,slack,sink-null",
+           **SECRETS, **extra}
     return {k: v for k, v in env.items() if v is not None}
 
 

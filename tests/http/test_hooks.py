@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY
 
 from nexus_core import hookimpl
 from nexus_core.errors import ProviderError, ProviderUnavailable
-from nexus_core.models import Credentials, RetryConfig
+from nexus_core.models import BodyErrors, Credentials, RetryConfig
 
 
 class HubSpotLike:
@@ -89,7 +89,7 @@ def test_hook_is_token_expired_false_means_a_401_is_returned_untouched(
 def test_hook_is_token_expired_sees_slack_style_200_errors(
     nexus_registry, provider_server, open_session, kit
 ):
-    provider = kit.make_provider(id="slacklike", name="Slack-like")
+    provider = kit.make_provider(id="slacklike", name="Slack-like", body_errors=BodyErrors())
     nexus_registry.register(SlackLike(provider), "slacklike")
     provider_server.answer(_token_app(kit, kit.json_answer(200, {"ok": False,
                                                                  "error": "invalid_auth"})))

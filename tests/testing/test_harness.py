@@ -291,3 +291,16 @@ def test_token_status_tells_an_expired_token_from_an_unknown_one():
     oauth.expire_access_tokens()
     assert (oauth.token_status(token), oauth.token_status("made-up"),
             oauth.token_status(None)) == ("expired", "unknown", "unknown")
+
+
+def test_token_account_tells_an_expired_token_from_a_revoked_grant():
+    oauth = OAuthServer(token_lifetime=3600, rotate_refresh=True)
+    token = oauth.issue_tokens("a1")["access_token"]
+    other = oauth.issue_tokens("a2")["access_token"]
+    oauth.expire_access_tokens()
+    assert oauth.token_account(token) == ("a1", False)  # expired, the grant lives
+    oauth.revoke("a1")
+    assert oauth.token_account(token) == ("a1", True)
+    assert oauth.token_account(other) == ("a2", False)
+    assert oauth.token_account("made-up") == (None, False)
+    assert oauth.token_account(None) == (None, False)

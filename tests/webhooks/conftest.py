@@ -18,6 +18,7 @@ from nexus_core import (
     OAuthConfig,
     Provider,
     SyncPage,
+    UrlVerification,
     WebhookConfig,
     hookimpl,
 )
@@ -95,6 +96,7 @@ class SlackApp(_Connector):
     provider = Provider(id="slack", name="Slack (test)", version="0",
                         auth_type="none", streams=("events",),
                         webhook=WebhookConfig(scheme="slack-v0",
+                                              url_verification=UrlVerification(),
                                               secret_envs=("SLACK_SIGNING_SECRET",),
                                               account_id_field="team_id",
                                               delivery_id_field="event_id"))
