@@ -50,6 +50,8 @@ ACTIVE_STATUSES: tuple[str, ...] = (
 LEASE_PREFIX = "nexus:lease:"
 ACTIVE_PREFIX = "nexus:active:"
 RECOVERY_CLAIM_PREFIX = "nexus:recovering:"
+#: When a recovery sweep first saw a job taken off its queue but never started.
+UNSTARTED_PREFIX = "nexus:unstarted:"
 
 #: Lua: claim "the active job" of a logical sync (installation + stream + kind). If the marker
 #: names a job that is still active (queued, started, scheduled, rate limited, ...), return that

@@ -14,6 +14,7 @@ release since 2.8); :func:`sentinel_command` says which, or None.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import socket
@@ -198,10 +199,8 @@ class SentinelCluster:
             if proc.poll() is None:
                 proc.kill()
         for proc in self.procs.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL does not block
                 proc.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not block
-                pass
         self.procs.clear()
 
     def cleanup(self) -> None:
