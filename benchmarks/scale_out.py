@@ -201,6 +201,8 @@ def _bare_child(url: str, n: int) -> None:
 
 
 def bare_round(k: int, url: str, tenants: int, records: int) -> dict:
+    import _handwritten  # noqa: F401 - imported before the fork, not in the timed children
+
     ctx = mp.get_context("fork")
     shares = [len(range(i, tenants, k)) for i in range(k)]
     procs = [ctx.Process(target=_bare_child, args=(url, n)) for n in shares]
