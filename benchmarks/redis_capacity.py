@@ -10,9 +10,10 @@ machine's CPU does not matter for this figure: Redis's CPU per command hardly de
 * webhook: a signed HubSpot-v3-style delivery (1 event, and 100 events) through the web app's
   ingress in-process (verify, route, dedupe, one Lua-scripted enqueue), then its job run by a
   `--no-fork` nexus worker in-process (the fork-per-job worker sends Redis the same commands).
-* delta: one installation's scheduled delta job through the worker (claim marker, lease,
-  shared rate limiter and breaker, checkpoint in SQLite, the finish), against the local paged
-  simulator answering an empty page.
+* delta: one installation's delta: its claim and enqueue (``start_delta``; the scheduler's
+  claim and ``schedule_job`` cost about the same) and its job on the worker (lease, shared rate
+  limiter and breaker, checkpoint in SQLite, the finish), against the local paged simulator
+  answering an empty page.
 
 Each side runs N units, ``--repeat`` rounds; medians with raw values.
 
@@ -163,7 +164,7 @@ def handwritten_round(n: int, events: int) -> tuple[float, float]:
 
 
 def delta_round(n: int, url: str) -> float:
-    """Redis µs per delta job at the worker (enqueue excluded)."""
+    """Redis µs per delta: its claim and enqueue (``start_delta``) and its job on a worker."""
     with environment(NEXUS_EMBEDDED_REDIS="off"):
         from nexus_core import runtime
         from nexus_core.service import IntegrationService
@@ -181,10 +182,10 @@ def delta_round(n: int, url: str) -> float:
             service.start_backfill("sim", f"t{i}", "i1")
         NexusSimpleWorker(["integration-backfill"], connection=redis).work(
             burst=True, logging_level="WARNING")
-        for i in range(n):
-            service.start_delta("sim", f"t{i}", "i1")
         worker = NexusSimpleWorker(["integration-delta"], connection=redis)
         before = redis_cpu(redis)
+        for i in range(n):  # the claim of the sync's marker and the enqueue, as the scheduler's
+            service.start_delta("sim", f"t{i}", "i1")
         worker.work(burst=True, logging_level="WARNING")
         per_job = (redis_cpu(redis) - before) / n
         runs = store.list_runs(limit=5)
@@ -230,7 +231,7 @@ def main() -> None:
         report("  Redis cost nexus / bare", out[f"ratio_bare_{events}"])
         print(f"  => one Redis at 100% of a core: ~{1e6 / total:,.0f} deliveries/s "
               f"({events} event(s) each: ~{events * 1e6 / total:,.0f} events/s)")
-    delta = report("  delta job on a worker (us)", out["delta"])
+    delta = report("  delta: claim, enqueue and its job on a worker (us)", out["delta"])
     print(f"  => one Redis at 100% of a core: ~{1e6 / delta:,.0f} delta jobs/s")
 
 
