@@ -27,8 +27,8 @@ failover, a restart) or dies between RQ's dequeue and the work-horse marking the
 RQ leaves it in the queue's intermediate list (a single-queue worker's BLMOVE) or in the
 StartedJobRegistry with status ``queued``, and fails it at its 10-minute maintenance. The same
 sweep puts it back at the front of its queue once it has been seen so for one lease TTL
-(:func:`recover_unstarted`). A worker listening on several queues (``--workers N``) dequeues
-with RQ's plain BLPOP, which leaves no trace: a crash in that instant loses the job.
+(:func:`recover_unstarted`). A worker listening on several queues dequeues with RQ's plain
+BLPOP, which leaves no trace: a crash in that instant loses the job.
 """
 
 from __future__ import annotations
