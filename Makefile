@@ -45,8 +45,10 @@ contract-latest: $(STAMP) check-redis
 dist: $(STAMP)
 	@BIN=$(BIN) scripts/dist.sh
 
+## make lint: ruff over the tree, mypy over nexus_core (types at the store and Redis seams)
 lint: $(STAMP)
 	$(BIN)/ruff check nexus_core plugins tests benchmarks scripts
+	$(BIN)/python -m mypy
 
 bench: $(STAMP)
 	@for b in http_client webhook_ingress job_overhead backfill_throughput worker_startup \

@@ -61,7 +61,7 @@ def _bench_provider():
     class BenchHubSpot(BaseConnector):
         provider = Provider(
             id="hubspot-bench", name="HubSpot-style (benchmark)", version="0",
-            auth_type="none", streams=("events",),
+            auth_type="none", streams=("contacts",),
             webhook=WebhookConfig(scheme="hubspot-v3", secret_envs=("BENCH_WEBHOOK_SECRET",),
                                   account_id_field="portalId", delivery_id_field="eventId"),
         )

@@ -32,6 +32,8 @@ COMMANDS: dict[str, str] = {
     "dev": "nexus_core.commands.dev:dev",
     "new-provider": "nexus_core.commands.new_provider:new_provider",
     "redis": "nexus_core.commands.redis_cmd:redis_group",
+    "doctor": "nexus_core.commands.doctor:doctor",
+    "health": "nexus_core.commands.health:health",
 }
 
 

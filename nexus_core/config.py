@@ -395,6 +395,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NEXUS_CONNECT_LINK_TTL", "3600",
             "Seconds a connect link (`nexus auth link`) stays valid by default",
             "connect_link_ttl", _seconds(0, 30 * _DAY, open_low=True)),
+    Setting("NEXUS_HEALTH_INTERVAL", "900",
+            "Seconds between scheduled health checks of each active installation (0: none)",
+            "health_interval", _seconds(0, 7 * _DAY, integer=True)),
 )
 
 _BY_ENV = {s.env: s for s in SETTINGS}
@@ -449,6 +452,7 @@ class Settings:
     refresh_margin: float = 300.0
     oauth_state_ttl: float = 600.0
     connect_link_ttl: float = 3600.0
+    health_interval: int = 900
     #: Everything read (environment over .env): provider plugins' variables live here.
     raw: Mapping[str, str] = attrs.field(factory=dict, repr=False, eq=False)
 

@@ -44,7 +44,8 @@ def check_health(registry: Any, ctx: ConnectorContext) -> Health:
             details={"error": f"provider {ctx.provider!r} implements no health_check hook"},
         )
     if error:
-        logger.warning("health check of {}/{} failed: {}", ctx.tenant_id, ctx.install_id, error)
+        # DEBUG: the WARNING is :func:`record`'s, once when an installation turns unhealthy.
+        logger.debug("health check of {}/{} failed: {}", ctx.tenant_id, ctx.install_id, error)
         health = _with(health, details={**health.details, **error})
     if health.rate_limit_status is None and ctx.http is not None:
         reader = getattr(ctx.http, "rate_limit_status", None)
@@ -58,3 +59,43 @@ def _with(health: Health, **changes: Any) -> Health:
     import attrs
 
     return attrs.evolve(health, **changes)
+
+
+def reason(health: Health) -> str:
+    """Why ``health`` is unhealthy, in one line an operator can act on."""
+    error = health.details.get("error")
+    if health.details.get("needs_reauth"):
+        return f"{error or 'credentials rejected'} (needs reauthorization)"
+    if error:
+        return str(error)
+    if not health.auth_valid:
+        return "the provider did not accept its credentials"
+    if not health.api_accessible:
+        return "the provider's API could not be reached"
+    return "the provider's health check reported it unhealthy"
+
+
+def describe(health: Health | None) -> str:
+    """``ok 2026-12-03 12:00:00`` / ``BAD 2026-12-03 12:00:00: <reason>`` / ``-`` (never
+    checked): the HEALTH column of ``nexus installs list``."""
+    if health is None:
+        return "-"
+    when = health.checked_at.strftime("%Y-%m-%d %H:%M:%S")
+    return f"ok {when}" if health.healthy else f"BAD {when}: {reason(health)}"
+
+
+def record(store: Any, provider: str, tenant_id: str, install_id: str, health: Health) -> Health:
+    """Store ``health`` as the installation's last check and log a change of state: WARNING
+    (with the reason) when it turns unhealthy — once, not on every check while it stays so —
+    and INFO when it is healthy again."""
+    previous = store.record_health(tenant_id, install_id, health)
+    was_healthy = previous is None or previous.healthy
+    whose = f"{provider} installation {install_id} of tenant {tenant_id}"
+    if was_healthy and not health.healthy:
+        hint = (f"; the tenant must connect it again: `nexus auth link {provider} --tenant "
+                f"{tenant_id} --install {install_id}`") if health.details.get("needs_reauth") \
+            else ""
+        logger.warning("{} is unhealthy: {}{}", whose, reason(health), hint)
+    elif not was_healthy and health.healthy:
+        logger.info("{} is healthy again", whose)
+    return health

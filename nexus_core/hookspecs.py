@@ -77,6 +77,7 @@ def nexus_provider() -> Provider:
 
     Not ``firstresult``: the core calls each plugin's implementation separately.
     """
+    raise NotImplementedError  # a specification: pluggy never calls this body
 
 
 @hookspec(firstresult=True)

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -59,6 +59,9 @@ from nexus_core.retries import (
     retry_after_seconds,
 )
 
+if TYPE_CHECKING:
+    from nexus_core.seams import RedisClient
+
 #: Slack-style errors come as HTTP 200 ``{"ok": false, ...}``: only those 2xx bodies are shown to
 #: the ``is_token_expired`` hook.
 _OK_FALSE = re.compile(rb'\s*\{\s*"ok"\s*:\s*false')
@@ -80,7 +83,7 @@ class ProviderSession:
         tenant_id: str,
         install_id: str,
         account_id: str | None = None,
-        redis: Any = None,
+        redis: RedisClient | None = None,
         registry: Any = None,
         credentials: Callable[[], Credentials | None] | None = None,
         refresh: Callable[[Credentials | None], Credentials] | None = None,
@@ -96,7 +99,7 @@ class ProviderSession:
         self._credentials = credentials or (lambda: None)
         self._refresh = refresh
         self._context = {"provider": provider.id, "tenant_id": tenant_id, "install_id": install_id}
-        self._error_context = {"tenant_id": tenant_id, "install_id": install_id}
+        self._error_context: dict[str, Any] = {"tenant_id": tenant_id, "install_id": install_id}
         self.timeouts = attrs.evolve(provider.timeouts, **_known(config.get("timeouts"), Timeouts))
         #: The provider's limits with the installation's tier applied (``config["rate_limits"]``).
         self.rate_limits: RateLimits = provider.rate_limits.with_overrides(
@@ -393,6 +396,7 @@ class ProviderSession:
     def _limiter(self, bucket: str | None) -> RateLimiter:
         """The shared limiter of ``bucket`` (None: the account's main budget), built once."""
         limiter = self._limiters.get(bucket)
+        assert self._redis is not None  # callers check: no Redis, no shared limiter
         if limiter is None:
             limits = self.rate_limits.bucket(bucket)
             limiter = self._limiters[bucket] = RateLimiter(
@@ -483,8 +487,8 @@ class ProviderSession:
                 return _HeaderAuth("Authorization", f"Bearer {creds.api_key}")
             return _HeaderAuth(self._api_key_header, creds.api_key)
         if creds.access_token:
-            kind = "Bearer" if creds.token_type.lower() == "bearer" else creds.token_type
-            return _HeaderAuth("Authorization", f"{kind} {creds.access_token}")
+            scheme = "Bearer" if creds.token_type.lower() == "bearer" else creds.token_type
+            return _HeaderAuth("Authorization", f"{scheme} {creds.access_token}")
         return None
 
     def _should_retry(self, resp: requests.Response, stream: bool) -> bool:

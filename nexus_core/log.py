@@ -11,9 +11,13 @@ import json
 import logging
 import re
 import sys
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
+
+if TYPE_CHECKING:
+    from loguru import Record
 
 #: Patterns that look like credentials. The first group is kept, the secret part replaced.
 _SECRET_PATTERNS = [
@@ -25,6 +29,8 @@ _SECRET_PATTERNS = [
     re.compile(r"()\bxox[abposer]-[A-Za-z0-9-]+"),  # Slack tokens
     re.compile(r"()\bxoxe[.-][A-Za-z0-9.-]+"),  # Slack rotating tokens
     re.compile(r"(://[^:/@\s]+:)[^@\s]+(?=@)"),  # passwords in URLs
+    # OAuth's state and authorization code in a query string (a callback URL in an access log)
+    re.compile(r"([?&](?:state|code)=)[^&\s\"'#]+"),
 ]
 REDACTED = "***"
 
@@ -36,11 +42,11 @@ def redact(text: str) -> str:
     return text
 
 
-def _patch(record: dict[str, Any]) -> None:
+def _patch(record: Record) -> None:
     record["message"] = redact(record["message"])
 
 
-def _json_patch(record: dict[str, Any]) -> None:
+def _json_patch(record: Record) -> None:
     _patch(record)
     payload = {
         "ts": record["time"].isoformat(),
@@ -62,7 +68,7 @@ _PRETTY = (
 )
 
 
-def _pretty_patch(record: dict[str, Any]) -> None:
+def _pretty_patch(record: Record) -> None:
     _patch(record)
     extra = record["extra"]
     parts = [f"{k}={extra[k]}" for k in ("provider", "tenant_id", "install_id") if k in extra]
@@ -77,7 +83,8 @@ class InterceptHandler(logging.Handler):
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        frame, depth = logging.currentframe(), 2
+        frame: FrameType | None = logging.currentframe()
+        depth = 2
         while frame is not None and frame.f_code.co_filename == logging.__file__:
             frame = frame.f_back
             depth += 1

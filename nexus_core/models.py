@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import attrs
 
@@ -305,10 +305,13 @@ class Quota:
         if not status or self.reserve <= 0:
             return False
         used, cap = status.get("quota_used"), status.get("quota_max")
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-                   for v in (used, cap)) or cap <= 0:
+        if not (_finite_number(used) and _finite_number(cap)) or cap <= 0:
             return False
         return used >= cap * (1 - self.reserve)
+
+
+def _finite_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def quota_problems(value: Any) -> list[str]:

@@ -44,6 +44,7 @@ from nexus_core.models import ConnectorContext, Credentials, Installation, Provi
 if TYPE_CHECKING:
     from nexus_core.config import Settings
     from nexus_core.plugins import PluginRegistry
+    from nexus_core.seams import SyncStore
     from nexus_core.store import Store
 
 
@@ -237,7 +238,8 @@ def start_connect_link(
         raise AuthError("unknown or already used connect link: a link works once",
                         provider=provider_id,
                         hint="ask the application for a new connect link")
-    where = {"provider": provider_id, "tenant_id": link.tenant_id, "install_id": link.install_id}
+    where: dict[str, Any] = {"provider": provider_id, "tenant_id": link.tenant_id,
+                             "install_id": link.install_id}
     if link.expires_at <= utcnow():
         raise AuthError("connect link expired", hint="ask the application for a new one",
                         **where)
@@ -278,7 +280,7 @@ def complete_authorization(
             provider=provider_id,
             hint="start the connection again (`nexus auth url`)",
         )
-    where = {"provider": provider_id, "tenant_id": stored.tenant_id,
+    where: dict[str, Any] = {"provider": provider_id, "tenant_id": stored.tenant_id,
              "install_id": stored.install_id}
     if stored.provider != provider_id or (
         tenant_id is not None and tenant_id != stored.tenant_id
@@ -373,7 +375,7 @@ def lock_name(provider: str, tenant_id: str, install_id: str) -> str:
     return "nexus:lock:refresh:" + ids.join_key(provider, tenant_id, install_id)
 
 
-def _mark_needs_reauth(store: Store, inst: Installation, exc: AuthError) -> None:
+def _mark_needs_reauth(store: SyncStore, inst: Installation, exc: AuthError) -> None:
     store.set_status(inst.tenant_id, inst.install_id, "needs_reauth")
     logger.bind(provider=inst.provider, tenant_id=inst.tenant_id,
                 install_id=inst.install_id).error(
@@ -384,7 +386,7 @@ def _mark_needs_reauth(store: Store, inst: Installation, exc: AuthError) -> None
 
 
 def refresh_credentials(
-    store: Store,
+    store: SyncStore,
     redis: Any,
     registry: PluginRegistry,
     tenant_id: str,
@@ -402,7 +404,8 @@ def refresh_credentials(
     settings = _settings(settings)
     inst = store.get_installation(tenant_id, install_id)
     provider = registry.provider(inst.provider)
-    where = {"provider": inst.provider, "tenant_id": tenant_id, "install_id": install_id}
+    where: dict[str, Any] = {"provider": inst.provider, "tenant_id": tenant_id,
+                             "install_id": install_id}
     # The lease outlives the slowest token request, so it never expires mid-refresh.
     lease = provider.timeouts.connect + provider.timeouts.read + 30
     lock = redis.lock(lock_name(inst.provider, tenant_id, install_id), timeout=lease,
@@ -452,7 +455,7 @@ def refresh_credentials(
 
 
 def ensure_fresh(
-    store: Store,
+    store: SyncStore,
     redis: Any,
     registry: PluginRegistry,
     tenant_id: str,

@@ -228,16 +228,17 @@ def _driver_info() -> dict[str, Any]:
     return _driver
 
 
-def _script(source: str) -> Any:
+def lua_script(source: str) -> Any:
     """A redis-py ``Script`` bound to no client (pass ``client=``): EVALSHA, loaded on first
     use by each server, instead of sending the source with every EVAL."""
     from redis.commands.core import Script
 
-    return Script(None, source.encode())
+    # redis-py types ``registered_client`` as required; None is its documented unbound form.
+    return Script(None, source.encode())  # type: ignore[arg-type]
 
 
-_CLAIM_ACTIVE = _script(CLAIM_ACTIVE_LUA)
-_HANDOVER_ACTIVE = _script(HANDOVER_ACTIVE_LUA)
+_CLAIM_ACTIVE = lua_script(CLAIM_ACTIVE_LUA)
+_HANDOVER_ACTIVE = lua_script(HANDOVER_ACTIVE_LUA)
 
 
 def queue(name: str, connection: Any) -> Any:

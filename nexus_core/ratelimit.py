@@ -20,7 +20,7 @@ import json
 import math
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nexus_core import ids, metrics
 from nexus_core.breaker import (
@@ -32,6 +32,9 @@ from nexus_core.breaker import (
     redis_down,
 )
 from nexus_core.errors import ProviderUnavailable, RateLimited
+
+if TYPE_CHECKING:
+    from nexus_core.seams import RedisClient
 
 #: GCRA ("virtual scheduling"): the key holds the theoretical arrival time (TAT) of the next
 #: request in ms. A call at ``now`` may go at ``max(TAT, now) - tolerance``; booking it moves
@@ -134,7 +137,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        redis: Any,
+        redis: RedisClient,
         *,
         provider_id: str,
         account: str,
@@ -304,7 +307,7 @@ class RateLimiter:
         return json.loads(raw) if raw else None
 
 
-def cooldowns(redis: Any, limit: int = 100) -> list[dict[str, Any]]:
+def cooldowns(redis: RedisClient, limit: int = 100) -> list[dict[str, Any]]:
     """The shared cool-downs in force (up to ``limit``): provider, whose budget (``account``,
     or ``tenant_id``/``install_id`` without a known account), ``bucket``, seconds left and
     the reason given — paused accounts, for ``nexus stats``."""

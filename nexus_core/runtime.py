@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from nexus_core.config import Settings
     from nexus_core.models import ConnectorContext, Credentials, Installation
     from nexus_core.plugins import PluginRegistry
+    from nexus_core.seams import RedisClient, SyncStore
     from nexus_core.store import Store, SyncState
 
 _lock = threading.Lock()
@@ -94,7 +95,7 @@ def reset() -> None:
 
 
 def load_installation(
-    store: Store, tenant_id: str, install_id: str, provider: str | None
+    store: SyncStore, tenant_id: str, install_id: str, provider: str | None
 ) -> Installation:
     return check_installation(store.get_installation(tenant_id, install_id), provider)
 
@@ -129,13 +130,13 @@ def reads_credentials(provider: Any) -> bool:
 
 
 def build_context(
-    store: Store,
+    store: SyncStore,
     registry: PluginRegistry,
     tenant_id: str,
     install_id: str,
     *,
     provider: str | None = None,
-    redis: Any = None,
+    redis: RedisClient | None = None,
     settings: Settings | None = None,
     metadata: dict[str, Any] | None = None,
     refresh: bool = True,
@@ -177,10 +178,11 @@ def build_context(
         def refresher(stale: Credentials | None = None) -> Credentials:
             from nexus_core import oauth
 
-            current["creds"] = oauth.refresh_credentials(
+            fresh = oauth.refresh_credentials(
                 store, redis, registry, tenant_id, install_id, stale=stale, settings=settings
             )
-            return current["creds"]
+            current["creds"] = fresh
+            return fresh
 
     def session() -> Any:
         from nexus_core.http import ProviderSession

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from numbers import Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -22,6 +22,9 @@ from nexus_core.models import (
     rate_limit_problems,
 )
 from nexus_core.plugins import PluginRegistry, load_plugins
+
+if TYPE_CHECKING:
+    from nexus_core.store import Store
 
 
 @attrs.frozen
@@ -157,10 +160,12 @@ class IntegrationService:
 
     # -- installations (store) -------------------------------------------------------------
 
+    _store: Store | None = None
+
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         """The :class:`~nexus_core.store.Store` at NEXUS_DATABASE_URL, opened on first use."""
-        store = getattr(self, "_store", None)
+        store = self._store
         if store is None:
             from nexus_core.store import Store
 
@@ -457,9 +462,10 @@ class IntegrationService:
     def health_check_immediate(self, provider: str, tenant_id: str, install_id: str) -> Health:
         """Check an installation now, in this process (the seed's healthCheckImmediate): a
         :class:`~nexus_core.models.Health`, unhealthy rather than raising when the provider is
-        unreachable or the grant is revoked."""
+        unreachable or the grant is revoked. The answer is stored as the installation's last
+        check (``nexus installs list/show``); turning unhealthy is logged once at WARNING."""
         from nexus_core.errors import AuthError
-        from nexus_core.health import check_health
+        from nexus_core.health import check_health, record
         from nexus_core.runtime import build_context, close_context
 
         self.registry.provider(provider)
@@ -468,12 +474,14 @@ class IntegrationService:
                                 provider=provider, redis=self.redis, settings=self.settings,
                                 metadata={"kind": "health"})
         except AuthError as exc:  # the proactive refresh was refused: only the tenant can fix it
-            return Health(healthy=False, auth_valid=False, error_count=1,
-                          details={"error": exc.message, "needs_reauth": exc.needs_reauth})
-        try:
-            return check_health(self.registry, ctx)
-        finally:
-            close_context(ctx)
+            health = Health(healthy=False, auth_valid=False, error_count=1,
+                            details={"error": exc.message, "needs_reauth": exc.needs_reauth})
+        else:
+            try:
+                health = check_health(self.registry, ctx)
+            finally:
+                close_context(ctx)
+        return record(self.store, provider, tenant_id, install_id, health)
 
 
 def _set_path(config: dict[str, Any], key: str, value: Any) -> None:

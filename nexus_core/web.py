@@ -40,6 +40,7 @@ from nexus_core.models import WebhookRequest
 if TYPE_CHECKING:
     from nexus_core.config import Settings
     from nexus_core.plugins import PluginRegistry
+    from nexus_core.seams import RedisClient, SyncStore
 
 
 class _Lazy:
@@ -155,7 +156,7 @@ class HealthResource:
 
 
 class ReadyResource:
-    def __init__(self, redis: Any, store: _Lazy) -> None:
+    def __init__(self, redis: RedisClient, store: _Lazy) -> None:
         self._redis = redis
         self._store = store
 
@@ -207,7 +208,9 @@ def _page(resp: falcon.Response, status: int, title: str, message: str) -> None:
 class OAuthResource:
     """``/integrations/{provider}/authorize`` and ``/callback`` over :mod:`nexus_core.oauth`."""
 
-    def __init__(self, settings: Settings, registry: PluginRegistry, redis: Any, store: _Lazy):
+    def __init__(
+        self, settings: Settings, registry: PluginRegistry, redis: RedisClient, store: _Lazy
+    ) -> None:
         self._settings = settings
         self._registry = registry
         self._redis = redis
@@ -314,8 +317,8 @@ class OAuthResource:
 
 def create_app(
     settings: Settings | None = None,
-    store: Any = None,
-    redis: Any = None,
+    store: SyncStore | None = None,
+    redis: RedisClient | None = None,
     registry: PluginRegistry | None = None,
 ) -> falcon.App:
     """The WSGI app. Anything not given is built from the settings (NEXUS_DATABASE_URL,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -63,6 +64,7 @@ from nexus_core.webhook_schemes import (
 if TYPE_CHECKING:
     from nexus_core.config import Settings
     from nexus_core.plugins import PluginRegistry
+    from nexus_core.seams import RedisClient, SyncStore
 
 __all__ = [
     "DEFAULT_DEDUPE_TTL", "DEFAULT_MAX_BODY", "DEFAULT_TOLERANCE", "SCHEMES",
@@ -207,9 +209,9 @@ class WebhookIngress:
         self,
         *,
         registry: PluginRegistry,
-        redis: Any,
+        redis: RedisClient,
         settings: Settings,
-        store: Any = None,
+        store: SyncStore | None = None,
         store_factory: Callable[[], Any] | None = None,
         find_by_webhook_key: InstallationLookup | None = None,
         find_by_account: AccountLookup | None = None,
@@ -334,9 +336,11 @@ class WebhookIngress:
         import redis as redis_lib
 
         provider = self.provider(provider_id)
+        webhook = provider.webhook
+        assert webhook is not None  # self.provider() answers 404 for a provider without webhooks
         self.check_size(len(request.body))
         self.verify(provider, request)
-        if provider.webhook.body_format == "custom":
+        if webhook.body_format == "custom":
             events = self.read_body(provider, request)
         else:
             try:
@@ -344,7 +348,7 @@ class WebhookIngress:
             except (UnicodeDecodeError, ValueError):
                 raise WebhookRejected("body is not JSON", status=400) from None
             if (
-                provider.webhook.scheme == "slack-v0"
+                webhook.scheme == "slack-v0"
                 and isinstance(payload, dict)
                 and payload.get("type") == "url_verification"
             ):
@@ -459,7 +463,7 @@ class WebhookIngress:
         targets: list[Target] = []
         unknown = ignored = 0
         for account, account_events in by_account.items():
-            installs = self._lookup(lambda a=account: self.find_by_account(provider.id, a)) \
+            installs = self._lookup(partial(self.find_by_account, provider.id, account)) \
                 if account else []
             if not installs:
                 unknown += len(account_events)
@@ -603,8 +607,8 @@ def ingest_webhook(
     url: str | None = None,
     settings: Settings | None = None,
     registry: PluginRegistry | None = None,
-    redis: Any = None,
-    store: Any = None,
+    redis: RedisClient | None = None,
+    store: SyncStore | None = None,
 ) -> IngressResult:
     """Run one delivery through the ingress exactly as ``POST /webhooks/...`` does.
 

@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -22,6 +22,9 @@ from nexus_core import queues
 # Lease-based recovery lives with the lease (nexus_core.sync.lease); importable from here too.
 from nexus_core.sync.lease import MAX_RECOVERIES, recover_abandoned  # noqa: E402,F401
 from nexus_core.sync.rq_adapter import TracebackOncePerJob
+
+if TYPE_CHECKING:
+    from nexus_core.seams import RedisClient
 
 
 class _NexusWorkerMixin(TracebackOncePerJob):
@@ -55,7 +58,16 @@ class _NexusWorkerMixin(TracebackOncePerJob):
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         self.nexus_burst = bool(kwargs.get("burst", args[0] if args else False))
-        return super().work(*args, **kwargs)  # type: ignore[misc,no-any-return]
+        return super().work(*args, **kwargs)  # type: ignore[misc]
+
+    def execute_job(self, job: Any, queue: Any) -> Any:
+        """Every line logged while a job runs — RQ's own (``Job OK``, failures) and the
+        job's, in its work-horse too — carries the job's provider, tenant_id, install_id,
+        job_id and run_id."""
+        from nexus_core.sync.harness import job_log_context
+
+        with logger.contextualize(**job_log_context(job)):
+            return super().execute_job(job, queue)  # type: ignore[misc]
 
     @property
     def should_run_maintenance_tasks(self) -> bool:
@@ -215,14 +227,14 @@ def _rq_log_level() -> int:
     return root.level if root.handlers else logging.INFO
 
 
-def _pending(connection: Any, names: Sequence[str]) -> bool:
+def _pending(connection: RedisClient, names: Sequence[str]) -> bool:
     from nexus_core import queues as q
 
     return any(q.queue(n, connection).count or q.queue(n, connection).started_job_registry.count
                for n in names)
 
 
-def _supervise(cls: type, names: Sequence[str], connection: Any, *, burst: bool) -> bool:
+def _supervise(cls: type, names: Sequence[str], connection: RedisClient, *, burst: bool) -> bool:
     """Run a worker; start a fresh one when RQ's gave up on an error (RQ's loop survives a Redis
     outage only while it waits for a job — an outage during a job makes it quit). The jobs it
     was running are recovered through their leases."""
@@ -282,7 +294,7 @@ def run_worker(
     burst: bool = False,
     with_scheduler: bool = False,
     simple: bool = False,
-    connection: Any = None,
+    connection: RedisClient | None = None,
 ) -> bool:
     """Run workers until stopped (or until the queues are empty with ``burst``).
 
@@ -318,16 +330,18 @@ def run_worker(
             cron.join(10)
 
 
-def _pool(names: Sequence[str], n: int, cls: type, connection: Any, *, burst: bool) -> None:
+def _pool(names: Sequence[str], n: int, cls: type, connection: RedisClient, *, burst: bool) -> None:
+    import logging
+
     from rq.serializers import JSONSerializer
     from rq.worker_pool import WorkerPool
 
     pool = WorkerPool(names, connection=connection, num_workers=n, worker_class=cls,
                       serializer=JSONSerializer)
-    pool.start(burst=burst, logging_level=_rq_log_level())
+    pool.start(burst=burst, logging_level=logging.getLevelName(_rq_log_level()))
 
 
-def _pool_child(names: Sequence[str], n: int, cls: type, connection: Any, *,
+def _pool_child(names: Sequence[str], n: int, cls: type, connection: RedisClient, *,
                 burst: bool) -> None:
     # Not the parent's forwarding handlers: RQ's pool installs its own once its workers run.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -335,7 +349,7 @@ def _pool_child(names: Sequence[str], n: int, cls: type, connection: Any, *,
     _pool(names, n, cls, connection, burst=burst)
 
 
-def _run_pools(layout: dict[str, int], cls: type, connection: Any, *, burst: bool) -> bool:
+def _run_pools(layout: dict[str, int], cls: type, connection: RedisClient, *, burst: bool) -> bool:
     """One RQ WorkerPool per queue, each in a child process of this one (RQ's pool serves one
     set of queues with one size). SIGTERM/SIGINT here reaches every pool (each stops its
     workers warmly); a pool that dies is started again unless ``burst`` or stopping."""

@@ -142,15 +142,26 @@ def list_installs(
     after: str | None, as_json: bool,
 ) -> None:
     """List installations (never their secrets), a page at a time, by tenant then install id.
-    Below a full page, the cursor for the next one: `--after CURSOR`."""
+    Below a full page, the cursor for the next one: `--after CURSOR`.
+
+    HEALTH is the last health check (`nexus health`, or the scheduler's every
+    NEXUS_HEALTH_INTERVAL seconds): `ok <time>`, `BAD <time>: <reason>`, or `-` if never
+    checked."""
+    from nexus_core.converters import unstructure
+    from nexus_core.health import describe
+
     start = _after(after)
     with _service() as service:
         # One row more than the page tells whether another page follows.
         rows = [_row(i) for i in service.list_installations(
             tenant_id, provider=provider, status=status, limit=limit + 1, after=start
         )]
-    more = len(rows) > limit
-    rows = rows[:limit]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        checks = service.store.health_of((r["tenant_id"], r["install_id"]) for r in rows)
+    for r in rows:
+        found = checks.get((r["tenant_id"], r["install_id"]))
+        r["health"] = None if found is None else unstructure(found)
     if more:
         click.echo(f"more: nexus installs list --after {_cursor(rows[-1])}"
                    + (f" --limit {limit}" if limit != 100 else ""), err=True)
@@ -164,9 +175,10 @@ def list_installs(
                       ". Add one with `nexus installs add PROVIDER ...`."))
         return
     echo_table(
-        ["TENANT", "INSTALL", "PROVIDER", "ACCOUNT", "STATUS", "UPDATED"],
+        ["TENANT", "INSTALL", "PROVIDER", "ACCOUNT", "STATUS", "UPDATED", "HEALTH"],
         [[r["tenant_id"], r["install_id"], r["provider"], r["account_id"], r["status"],
-          r["updated_at"][:19]] for r in rows],
+          r["updated_at"][:19], describe(checks.get((r["tenant_id"], r["install_id"])))]
+         for r in rows],
     )
 
 
@@ -175,7 +187,8 @@ def list_installs(
 @_install
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def show(tenant_id: str, install_id: str, as_json: bool) -> None:
-    """Show one installation: status, config, credential summary, checkpoints, recent runs."""
+    """Show one installation: status, config, credential summary, checkpoints, recent runs
+    and its last health check (authValid, apiAccessible, rateLimitStatus, errorCount, when)."""
     from nexus_core.converters import unstructure
 
     with _service() as service:
@@ -191,6 +204,8 @@ def show(tenant_id: str, install_id: str, as_json: bool) -> None:
             for (s, k), c in store.list_checkpoints(tenant_id, install_id).items()
         ]
         data["recent_runs"] = unstructure(store.list_runs(tenant_id, install_id, limit=5))
+        last_check = store.get_health(tenant_id, install_id)
+        data["health"] = None if last_check is None else unstructure(last_check)
         limits = effective_rate_limits(service.get_connector(inst.provider), inst.config)
     data["rate_limits"] = limits
     if as_json:
@@ -199,6 +214,8 @@ def show(tenant_id: str, install_id: str, as_json: bool) -> None:
     for key, value in data.items():
         if key == "rate_limits":
             value = describe_rate_limits(value)
+        elif key == "health":
+            value = _describe_health(last_check)
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
         elif isinstance(value, list):
@@ -207,6 +224,17 @@ def show(tenant_id: str, install_id: str, as_json: bool) -> None:
                 for item in value
             ) or "-"
         click.echo(f"{key:14} {'-' if value is None else value}")
+
+
+def _describe_health(check: Any) -> str:
+    """``ok 2026-... (authValid=true apiAccessible=true rateLimitStatus=... errorCount=0)``."""
+    from nexus_core.health import describe
+
+    if check is None:
+        return "never checked (`nexus health PROVIDER --tenant T --install I`)"
+    return (f"{describe(check)} (authValid={str(check.auth_valid).lower()} "
+            f"apiAccessible={str(check.api_accessible).lower()} "
+            f"rateLimitStatus={check.rate_limit_status or '-'} errorCount={check.error_count})")
 
 
 def effective_rate_limits(provider: Any, config: dict[str, Any]) -> dict[str, Any]:

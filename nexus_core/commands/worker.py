@@ -19,7 +19,8 @@ from nexus_core.commands._output import user_errors
               "the default 5).")
 @click.option("--burst", is_flag=True, help="Quit when the queues are empty.")
 @click.option("--with-scheduler", is_flag=True,
-              help="Also run the periodic-delta scheduler (like `nexus scheduler`) in a child.")
+              help="Also run the scheduler of periodic deltas and health checks (like `nexus "
+              "scheduler`) in a child.")
 @click.option("--no-fork", is_flag=True,
               help="Run jobs in the worker processes themselves (RQ SimpleWorker): less per-job "
               "cost, no isolation between jobs.")
@@ -43,10 +44,11 @@ def run_worker(queue_names: tuple[str, ...], workers: int | None, burst: bool,
 
 @click.command("scheduler")
 def scheduler() -> None:
-    """Enqueue a delta per active installation every NEXUS_DELTA_INTERVAL seconds (RQ cron).
+    """Enqueue a delta per active installation every NEXUS_DELTA_INTERVAL seconds and a health
+    check every NEXUS_HEALTH_INTERVAL seconds (0: none), each spread over its interval.
 
-    Running two schedulers is safe: each slot's job id is the same in both and RQ refuses the
-    second enqueue.
+    Running two schedulers is safe: each slot's job id is the same in both and only one claims
+    it. `nexus doctor` reports when no scheduler runs (each one keeps a heartbeat in Redis).
     """
     from nexus_core.runtime import check_startup
     from nexus_core.scheduler import run_scheduler

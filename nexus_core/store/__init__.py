@@ -27,6 +27,7 @@ from nexus_core.store._base import (
 )
 from nexus_core.store._changes import ChangeFeedMixin
 from nexus_core.store._credentials import CredentialsMixin
+from nexus_core.store._health import HealthMixin
 from nexus_core.store._listing import InstallationKey, ListingMixin
 from nexus_core.store._sync import SyncMixin
 
@@ -46,5 +47,5 @@ __all__ = [
 ]
 
 
-class Store(ChangeFeedMixin, CredentialsMixin, SyncMixin, ListingMixin):
+class Store(ChangeFeedMixin, CredentialsMixin, SyncMixin, ListingMixin, HealthMixin):
     """The store. Build it with :meth:`from_url` or :meth:`from_settings`; see the module doc."""

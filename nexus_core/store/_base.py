@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import attrs
 import sqlalchemy as sa
@@ -106,6 +106,10 @@ class ConnectLink:
     expires_at: datetime
 
 
+@overload
+def _aware(value: datetime) -> datetime: ...
+@overload
+def _aware(value: None) -> None: ...
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -391,10 +395,10 @@ class StoreBase:
         return self._update(tenant_id, install_id, **values)
 
     def remove_installation(self, tenant_id: str, install_id: str) -> None:
-        """Remove an installation with its credentials, checkpoints and pending OAuth states.
-        Sync-run history is kept (it holds no secrets) until pruned."""
+        """Remove an installation with its credentials, checkpoints, pending OAuth states and
+        last health check. Sync-run history is kept (it holds no secrets) until pruned."""
         with self._tx() as conn:
-            for table in (t.credentials, t.checkpoints, t.oauth_states):
+            for table in (t.credentials, t.checkpoints, t.oauth_states, t.installation_health):
                 conn.execute(sa.delete(table).where(self._where(table, tenant_id, install_id)))
             where = self._where(t.installations, tenant_id, install_id)
             done = conn.execute(sa.delete(t.installations).where(where)).rowcount

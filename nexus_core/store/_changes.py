@@ -90,7 +90,7 @@ class ChangeFeedMixin:
             settings = get_settings()
         store = super().from_settings(settings, migrate=migrate)  # type: ignore[misc]
         store.on_change = RedisPublisher(settings)
-        return store  # type: ignore[no-any-return]
+        return store
 
 
 for _name in _WRITES:

@@ -206,7 +206,8 @@ class SyncMixin(StoreBase):
                 held.append(raw)
                 # This connection's commits are checkpoint commits (see make_engine); the
                 # flag makes the next ordinary transaction on it switch back to FULL.
-                raw.driver_connection.execute("PRAGMA synchronous=NORMAL")
+                driver: Any = raw.driver_connection  # the sqlite3 connection (never None here)
+                driver.execute("PRAGMA synchronous=NORMAL")
                 raw.info["nexus_synchronous"] = "NORMAL"
             return held[0].driver_connection
 
@@ -272,9 +273,11 @@ class SyncMixin(StoreBase):
 
     def start_run(
         self, tenant_id: str, install_id: str, kind: str, stream: str | None, *,
-        job_id: str | None = None,
+        job_id: str | None = None, run_id: str | None = None,
     ) -> str:
-        run_id = uuid.uuid4().hex
+        """Record a running sync run; ``run_id`` (default: a new one) lets a job's log lines
+        name the run before it is recorded."""
+        run_id = run_id or uuid.uuid4().hex
         with self._tx() as conn:
             self._get(conn, tenant_id, install_id)
             conn.execute(
@@ -334,9 +337,11 @@ class SyncMixin(StoreBase):
 def _insert_ignore(conn: sa.Connection, table: sa.Table) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING for the two dialects we support."""
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing()
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table).on_conflict_do_nothing()
 
 

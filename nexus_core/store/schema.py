@@ -120,6 +120,22 @@ connect_links = sa.Table(
     sa.Index("ix_nexus_connect_links_expires", "expires_at"),
 )
 
+installation_health = sa.Table(
+    "nexus_installation_health",
+    metadata,
+    #: The last health check of each installation (v3): one row, replaced by every check.
+    sa.Column("tenant_id", sa.String(200), primary_key=True),
+    sa.Column("install_id", sa.String(200), primary_key=True),
+    sa.Column("healthy", sa.Boolean, nullable=False),
+    sa.Column("auth_valid", sa.Boolean, nullable=False),
+    sa.Column("api_accessible", sa.Boolean, nullable=False),
+    sa.Column("rate_limit_status", sa.Text),
+    sa.Column("error_count", sa.Integer, nullable=False),
+    sa.Column("checked_at", TS, nullable=False),
+    #: Health.details as JSON (the reason when unhealthy; never a secret).
+    sa.Column("details", sa.Text, nullable=False),
+)
+
 
 def _v1(conn: sa.Connection) -> None:
     # The version-1 tables exactly as released: a step must not follow later edits of the
@@ -175,9 +191,16 @@ def _v2(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[connect_links])
 
 
+def _v3(conn: sa.Connection) -> None:
+    """The last health check of each installation."""
+    v3 = sa.MetaData()
+    installation_health.to_metadata(v3).create(conn)
+
+
 #: (version, description, step). Append only; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "installations, credentials, checkpoints, sync runs, oauth states", _v1),
     (2, "webhook keys, pending_authorization, OAuth config/intent, connect links", _v2),
+    (3, "the last health check of each installation", _v3),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -36,7 +36,14 @@ from nexus_core.sync.enqueue import (
     sync_streams,
 )
 from nexus_core.sync.follow import Reporter, publish
-from nexus_core.sync.harness import Env, defer, job_env, stop_event, take_preloaded
+from nexus_core.sync.harness import (
+    Env,
+    defer,
+    job_env,
+    job_run_id,
+    stop_event,
+    take_preloaded,
+)
 from nexus_core.sync.lease import exit_if_orphaned
 
 if TYPE_CHECKING:
@@ -62,8 +69,10 @@ def _ensure_run(env: Env, kind: str, tenant_id: str, install_id: str, stream: st
     if run_id is None and job is not None:
         run_id = job.meta.get("nexus_run_id")
     if run_id is None:
+        # The id the job's log lines already carry (job_run_id), so they name this run.
         run_id = env.store.start_run(tenant_id, install_id, kind, stream,
-                                     job_id=job.id if job is not None else None)
+                                     job_id=job.id if job is not None else None,
+                                     run_id=job_run_id(job))
         if job is not None:
             job.meta["nexus_run_id"] = run_id
             job.save_meta()
@@ -199,7 +208,7 @@ def _sync_stream(
                     # cursor.
                     d = env.store.get_checkpoint(t, i, stream, "delta")
                     env.store.commit_page(t, i, stream, "delta", page.next_cursor, seq=d.seq + 1)
-                    new_cursor = BACKFILL_DONE
+                    new_cursor: str | None = BACKFILL_DONE
                 elif kind == "delta" and page.next_cursor is None:
                     new_cursor = cursor
                 else:

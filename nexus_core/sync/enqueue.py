@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import random
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from nexus_core import queues
 from nexus_core import runtime as rt
+
+if TYPE_CHECKING:
+    from nexus_core.seams import RedisClient, SyncStore
 
 #: Stored as a stream's backfill cursor once its last page is committed.
 BACKFILL_DONE = "nexus:backfill-complete"
@@ -129,7 +132,7 @@ def sync_job(
 
 
 def enqueue_sync(
-    connection: Any,
+    connection: RedisClient,
     kind: str,
     provider: str,
     tenant_id: str,
@@ -155,8 +158,8 @@ def enqueue_sync(
 
 
 def start_sync(
-    connection: Any,
-    store: Any,
+    connection: RedisClient,
+    store: SyncStore,
     kind: str,
     provider: str,
     tenant_id: str,
@@ -199,7 +202,7 @@ START_META = "nexus_start"
 
 
 def start_sync_by_job(
-    connection: Any,
+    connection: RedisClient,
     kind: str,
     provider: str,
     tenant_id: str,
@@ -228,7 +231,7 @@ def start_sync_by_job(
     return new_id
 
 
-def _run_now_if_scheduled(connection: Any, job_id: str) -> None:
+def _run_now_if_scheduled(connection: RedisClient, job_id: str) -> None:
     """Move a scheduled delta to the front of its queue. Whoever takes it out of the
     ScheduledJobRegistry (this, or RQ's scheduler when it falls due) enqueues it."""
     from rq.exceptions import NoSuchJobError
@@ -252,7 +255,7 @@ def sync_streams(inst_config: dict[str, Any], provider: Any, stream: str | None)
     return list(configured or provider.stream_names or ("default",))
 
 
-def reset_completed_backfill(store: Any, inst: Any, stream: str | None) -> None:
+def reset_completed_backfill(store: SyncStore, inst: Any, stream: str | None) -> None:
     """A backfill whose every stream is complete starts over: forget their cursors."""
     from nexus_core.plugins import load_plugins
 

@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
+
+if TYPE_CHECKING:
+    from nexus_core.seams import RedisClient
 
 PREFIX = "nexus:progress:"
 #: Seconds between two progress events of one job (the end is always sent at once).
@@ -39,7 +42,7 @@ def key_of(job: Any) -> str:
     return PREFIX + str((job.meta or {}).get(META_KEY) or job.id)
 
 
-def publish(redis: Any, key: str, event: dict[str, Any]) -> None:
+def publish(redis: RedisClient, key: str, event: dict[str, Any]) -> None:
     """Append ``event`` to stream ``key``; never fails the job (progress is a courtesy)."""
     try:
         with redis.pipeline(transaction=False) as pipe:
@@ -54,7 +57,9 @@ def publish(redis: Any, key: str, event: dict[str, Any]) -> None:
 class Reporter:
     """What a sync job tells its followers (one per job; ``None`` outside an RQ job)."""
 
-    def __init__(self, redis: Any, job: Any, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, redis: RedisClient, job: Any, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         meta = job.meta or {}
         self.redis = redis
         self.job_id = job.id
@@ -119,13 +124,13 @@ _end: Any = None
 def _end_script() -> Any:
     global _end
     if _end is None:
-        from redis.commands.core import Script
+        from nexus_core.queues import lua_script
 
-        _end = Script(None, END_LUA.encode())
+        _end = lua_script(END_LUA)
     return _end
 
 
-def job_failed(redis: Any, job: Any, *, final: bool, error: str,
+def job_failed(redis: RedisClient, job: Any, *, final: bool, error: str,
                run_id: str | None) -> None:
     """From the failure policy: a retry follows (``final`` False) or the job is dead-lettered."""
     meta = job.meta or {}
@@ -135,12 +140,14 @@ def job_failed(redis: Any, job: Any, *, final: bool, error: str,
     publish(redis, key_of(job), event)
 
 
-def events(redis: Any, key: str, *, block_ms: int = 2000) -> Iterator[dict[str, Any] | None]:
+def events(
+    redis: RedisClient, key: str, *, block_ms: int = 2000
+) -> Iterator[dict[str, Any] | None]:
     """The stream's events from its start, as they come; ``None`` after ``block_ms`` without
     one (the caller may check that the job still exists)."""
     last = "0-0"
     while True:
-        answer = redis.xread({key: last}, block=block_ms, count=100)
+        answer: Any = redis.xread({key: last}, block=block_ms, count=100)
         if not answer:
             yield None
             continue

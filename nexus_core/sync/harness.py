@@ -17,9 +17,10 @@ from __future__ import annotations
 import math
 import signal
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from loguru import logger
@@ -39,6 +40,9 @@ from nexus_core.errors import (
 from nexus_core.sync import follow
 from nexus_core.sync.enqueue import SyncOptions
 from nexus_core.sync.lease import Lease, in_work_horse
+
+if TYPE_CHECKING:
+    from nexus_core.seams import RedisClient, SyncStore
 
 #: Set by SIGTERM (or :func:`request_stop`) while a job runs: a sync finishes its page, commits
 #: it and leaves a continuation.
@@ -215,15 +219,51 @@ class Env:
     settings: Any
     opts: SyncOptions
     registry: Any
-    store: Any
-    redis: Any
+    store: SyncStore
+    redis: RedisClient
     job: Any
+
+
+#: Namespace of the run ids derived from a job (:func:`job_run_id`).
+_RUN_NAMESPACE = uuid.UUID("8f6d3c1e-5b0a-4d7e-9c2f-3a1b6e4d7c90")
+
+
+def job_run_id(job: Any) -> str | None:
+    """The run a job's work belongs to, for its log lines: a backfill's or delta's sync run
+    (``nexus runs list``; continuations and retries carry it), else an id derived from the job
+    (its id and creation time: the same across its retries) — the id its sync run gets if it
+    records one, and the run id of a webhook or health job's lines."""
+    if job is None:
+        return None
+    try:
+        kwargs = job.kwargs or {}
+        found = kwargs.get("run_id") or (job.meta or {}).get("nexus_run_id")
+        if found:
+            return str(found)
+        created = job.created_at.isoformat() if job.created_at else ""
+    except Exception:  # not one of ours (arguments that are not keyword JSON)
+        return None
+    return uuid.uuid5(_RUN_NAMESPACE, f"{job.id}\x1f{created}").hex
+
+
+def job_log_context(job: Any) -> dict[str, Any]:
+    """What every log line of ``job``'s work carries: provider, tenant_id, install_id (from its
+    arguments), job_id and run_id (:func:`job_run_id`)."""
+    out: dict[str, Any] = {"job_id": job.id}
+    with suppress(Exception):
+        kwargs = job.kwargs or {}
+        out.update({k: kwargs[k] for k in ("provider", "tenant_id", "install_id")
+                    if isinstance(kwargs.get(k), str)})
+    run_id = job_run_id(job)
+    if run_id:
+        out["run_id"] = run_id
+    return out
 
 
 @contextmanager
 def job_env(provider: str, tenant_id: str, install_id: str) -> Iterator[Env]:
-    """The job's environment, its log context, and (inside an RQ job) its lease and SIGTERM
-    handling."""
+    """The job's environment, its log context (provider, tenant_id, install_id, job_id,
+    run_id), and (inside an RQ job) its lease and SIGTERM handling."""
     from rq import get_current_job
 
     from nexus_core.plugins import load_plugins
@@ -233,7 +273,9 @@ def job_env(provider: str, tenant_id: str, install_id: str) -> Iterator[Env]:
     job = get_current_job()
     redis = job.connection if job is not None else rt.get_redis(settings)
     env = Env(settings, opts, load_plugins(), _ProcessStore(settings), redis, job)
-    with logger.contextualize(provider=provider, tenant_id=tenant_id, install_id=install_id):
+    ids = job_log_context(job) if job is not None else {}
+    with logger.contextualize(**{**ids, "provider": provider, "tenant_id": tenant_id,
+                                 "install_id": install_id}):
         if job is None:
             yield env
             return
@@ -288,7 +330,9 @@ def is_permanent(exc: BaseException | None) -> bool:
     )
 
 
-def on_job_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:
+def on_job_failure(
+    job: Any, connection: RedisClient, exc_type: Any, exc_value: Any, tb: Any
+) -> None:
     """RQ ``on_failure`` callback of every sync job (runs before RQ decides to retry).
 
     Permanent errors set ``retries_left`` to 0 so RQ moves the job straight to the
@@ -300,7 +344,7 @@ def on_job_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb:
         if is_permanent(exc_value):
             job.retries_left = 0
         store = rt.get_store()
-        if isinstance(exc_value, AuthError) and exc_value.needs_reauth and tenant_id:
+        if isinstance(exc_value, AuthError) and exc_value.needs_reauth and tenant_id and install_id:
             with suppress(NotFound):
                 store.set_status(tenant_id, install_id, "needs_reauth")
         error = f"{getattr(exc_type, '__name__', exc_type)}: {exc_value}"[:2000]

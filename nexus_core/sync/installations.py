@@ -19,11 +19,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from nexus_core.store._changes import CHANNEL, parse
+
+if TYPE_CHECKING:
+    from nexus_core.seams import RedisClient, SyncStore
 
 #: Seconds a copy is used at most, even if no change was announced.
 MAX_AGE = 60.0
@@ -35,7 +38,7 @@ class InstallationCache:
     """See the module doc. ``state(store, ...)`` returns a
     :class:`~nexus_core.store.SyncState` without checkpoints."""
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self.pid = os.getpid()
         self._lock = threading.Lock()
@@ -105,7 +108,7 @@ class InstallationCache:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def state(self, store: Any, tenant_id: str, install_id: str, *, credentials: bool) -> Any:
+    def state(self, store: SyncStore, tenant_id: str, install_id: str, *, credentials: bool) -> Any:
         """The installation (with its credentials when ``credentials``): the copy if there is a
         fresh one, else read from the store (and kept, while the change feed is up)."""
         key = (store.url, tenant_id, install_id)
@@ -132,7 +135,7 @@ _cache: InstallationCache | None = None
 _cache_lock = threading.Lock()
 
 
-def cache(redis: Any) -> InstallationCache:
+def cache(redis: RedisClient) -> InstallationCache:
     """This process's cache (a new one after a fork), listening on ``redis``'s server. A new
     cache waits (up to 2 s) for its change feed: copies are kept only from then on."""
     global _cache

@@ -37,11 +37,14 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from nexus_core import queues
+
+if TYPE_CHECKING:
+    from nexus_core.seams import RedisClient
 
 MAX_RECOVERIES = 3
 
@@ -69,7 +72,7 @@ def exit_if_orphaned(job_id: str) -> None:
         os._exit(70)
 
 
-def refresh(connection: Any, job_id: str, ttl: float) -> None:
+def refresh(connection: RedisClient, job_id: str, ttl: float) -> None:
     """Set ``job_id``'s lease for ``ttl`` seconds (a worker, for its horse's job)."""
     connection.set(queues.lease_key(job_id), b"1", px=int(ttl * 1000))
 
@@ -113,7 +116,7 @@ def _the_keeper() -> _Keeper:
 class Lease:
     """The lease of a job running in this process (see the module doc)."""
 
-    def __init__(self, connection: Any, job_id: str, ttl: float) -> None:
+    def __init__(self, connection: RedisClient, job_id: str, ttl: float) -> None:
         self.connection = connection
         self.job_id = job_id
         self.key = queues.lease_key(job_id)
@@ -156,7 +159,8 @@ class Lease:
 
 
 def recover_unstarted(
-    connection: Any, queue_names: Iterable[str], *, lease_ttl: float, now: float | None = None
+    connection: RedisClient, queue_names: Iterable[str], *, lease_ttl: float,
+    now: float | None = None,
 ) -> list[str]:
     """Requeue (at the front, no retry consumed) the jobs of ``queue_names`` that a worker took
     off the queue but never started — in RQ's intermediate list or in the StartedJobRegistry
@@ -196,7 +200,7 @@ def recover_unstarted(
 
 
 def recover_abandoned(
-    connection: Any, queue_names: Iterable[str], *, lease_ttl: float
+    connection: RedisClient, queue_names: Iterable[str], *, lease_ttl: float
 ) -> list[str]:
     """Requeue the started jobs of ``queue_names`` whose lease expired, and those taken off
     their queue but never started (:func:`recover_unstarted`); returns their ids."""

@@ -63,9 +63,9 @@ _script: Any = None
 def _enqueue_script() -> Any:
     global _script
     if _script is None:
-        from redis.commands.core import Script
+        from nexus_core.queues import lua_script
 
-        _script = Script(None, ENQUEUE_UNLESS_MARKED_LUA.encode())  # EVALSHA, per client
+        _script = lua_script(ENQUEUE_UNLESS_MARKED_LUA)  # EVALSHA, per client
     return _script
 
 
@@ -157,9 +157,9 @@ def requeue_unstarted(connection: Any, queue: Any, job_id: str, member: str | No
     leaves a queued job; False if it started, ended or is queued already."""
     global _requeue_unstarted
     if _requeue_unstarted is None:
-        from nexus_core.queues import _script
+        from nexus_core.queues import lua_script
 
-        _requeue_unstarted = _script(REQUEUE_UNSTARTED_LUA)
+        _requeue_unstarted = lua_script(REQUEUE_UNSTARTED_LUA)
     keys = [queue.job_class.key_for(job_id), queue.key, queue.intermediate_queue_key,
             queue.started_job_registry.key, marker]
     return bool(_requeue_unstarted(keys=keys, args=[job_id, member or ""], client=connection))

@@ -10,12 +10,15 @@ provider's events to the ``process_events`` sinks.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nexus_core import queues
 from nexus_core import runtime as rt
 from nexus_core.errors import NexusError, ProviderUnavailable, RateLimited
 from nexus_core.sync.harness import defer, installation_state, job_env
+
+if TYPE_CHECKING:
+    from nexus_core.seams import RedisClient
 
 
 class Delivery(NamedTuple):
@@ -30,7 +33,7 @@ class Delivery(NamedTuple):
 
 
 def enqueue_deliveries(
-    redis: Any, queue: Any, provider: str, request: Any, deliveries: Sequence[Delivery], *,
+    redis: RedisClient, queue: Any, provider: str, request: Any, deliveries: Sequence[Delivery], *,
     dedupe_ttl: int, retry: Any,
 ) -> tuple[list[str], list[str]]:
     """Enqueue the deliveries not seen before; returns (new job ids, job ids of replays).

@@ -15,12 +15,14 @@ release since 2.8); :func:`sentinel_command` says which, or None.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from nexus_core.testing.redis_server import INSTALL_HINT, RedisUnavailable, free_port
@@ -121,7 +123,7 @@ class SentinelCluster:
             # A failover needs every sentinel to know the replica and its peers (hello
             # messages every 2 s): wait for that rather than for a fixed time.
             for port in self.sentinel_ports:
-                self._until(lambda p=port: self._knows_all(p),
+                self._until(functools.partial(self._knows_all, port),
                             f"the sentinel on port {port} to see the replica and its peers")
         except BaseException:
             self.cleanup()
@@ -136,7 +138,7 @@ class SentinelCluster:
     def _wait(self, port: int, what: str) -> None:
         self._until(lambda: _answers(port), f"{what} to answer on port {port}")
 
-    def _until(self, predicate, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    def _until(self, predicate: Callable[[], object], what: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for key, proc in self.procs.items():

@@ -117,13 +117,13 @@ class WebhookSender:
             from nexus_core.webhook_schemes import sign_hmac
 
             spec = self.hmac_spec
-            ts = None
+            stamp = None
             if spec.timestamp_header:
-                ts = str(int(now * 1000)) if spec.timestamp_unit == "ms" else str(int(now))
-            out = {spec.header: sign_hmac(spec, self.secret, body, timestamp=ts, method=method,
-                                          url=url)}
-            if ts is not None:
-                out[spec.timestamp_header] = ts
+                stamp = str(int(now * 1000)) if spec.timestamp_unit == "ms" else str(int(now))
+            out = {spec.header: sign_hmac(spec, self.secret, body, timestamp=stamp,
+                                          method=method, url=url)}
+            if stamp is not None and spec.timestamp_header:
+                out[spec.timestamp_header] = stamp
             return out
         raise ValueError(f"no sender for scheme {s!r}")
 

@@ -49,6 +49,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class _ServerHandler11(ServerHandler):
+    headers: Any  # set by wsgiref's start_response (not in typeshed's stub)
     http_version = "1.1"
     has_length = False
     #: The connection is closed after this response: say so, or a client may send its next
@@ -57,9 +58,9 @@ class _ServerHandler11(ServerHandler):
 
     def cleanup_headers(self) -> None:
         super().cleanup_headers()
-        self.has_length = "Content-Length" in self.headers  # type: ignore[operator]
+        self.has_length = "Content-Length" in self.headers
         if self.closing or not self.has_length:
-            self.headers["Connection"] = "close"  # type: ignore[index]
+            self.headers["Connection"] = "close"
 
 
 class _KeepAliveHandler(_QuietHandler):
@@ -92,8 +93,9 @@ class _KeepAliveHandler(_QuietHandler):
             return
         has_body = int(self.headers.get("Content-Length") or 0) > 0 or \
             "Transfer-Encoding" in self.headers
-        handler = _ServerHandler11(self.rfile, self.wfile, self.get_stderr(), self.get_environ(),
-                                   multithread=True)
+        handler = _ServerHandler11(
+            self.rfile, self.wfile,  # type: ignore[arg-type]  # typeshed wants IO[bytes]
+            self.get_stderr(), self.get_environ(), multithread=True)
         handler.closing = has_body or self.close_connection
         handler.request_handler = self  # type: ignore[attr-defined]
         handler.run(self.server.get_app())  # type: ignore[attr-defined]
@@ -110,7 +112,8 @@ class SimulatorServer:
         self._server = make_server(host, port, app, server_class=_ThreadingWSGIServer,
                                    handler_class=_KeepAliveHandler if keep_alive
                                    else _QuietHandler)
-        self.host, self.port = self._server.server_address[:2]
+        host_, self.port = self._server.server_address[:2]
+        self.host = host_.decode() if isinstance(host_, bytes) else str(host_)
         self._thread: threading.Thread | None = None
 
     @property

@@ -361,7 +361,8 @@ class ConnectorSuiteBase:
         inst = nexus.store.get_installation("tenant-1", "main")
         assert inst.status == "active" and inst.account_id == account
         creds = nexus.store.get_credentials("tenant-1", "main")
-        assert creds.access_token and sim.oauth.validate(creds.access_token) == account
+        assert creds is not None and creds.access_token and sim.oauth is not None
+        assert sim.oauth.validate(creds.access_token) == account
 
     def test_authorize_with_a_bad_code_stores_nothing(self, nexus: Harness,
                                                       sim: ProviderSimulator) -> None:
@@ -379,10 +380,12 @@ class ConnectorSuiteBase:
         account = sim.default_account
         nexus.connect("tenant-1", "main", account)
         before = nexus.store.get_credentials("tenant-1", "main")
+        assert before is not None
         fresh = oauth.refresh_credentials(nexus.store, nexus.redis, nexus.registry, "tenant-1",
                                           "main", stale=before, settings=nexus.settings)
         assert sim.oauth.refreshes == 1 and fresh.access_token != before.access_token
         stored = nexus.store.get_credentials("tenant-1", "main")
+        assert stored is not None
         assert stored.refresh_token == sim.oauth.current_refresh_token(account)
         assert sim.oauth.refused_reuse == 0
         sim.oauth.revoke(account)
@@ -428,20 +431,20 @@ class ConnectorSuiteBase:
         (run,) = nexus.store.list_runs("tenant-1", "main")
         assert run.status == "succeeded" and run.records == sum(
             len(sim.expected_ids(s, account)) for s in _stream_names(nexus.provider))
-        for stream in nexus.provider.streams:
-            schema = getattr(stream, "json_schema", None)
+        for declared in nexus.provider.streams:
+            schema = getattr(declared, "json_schema", None)
             if not schema:
                 continue
             try:
                 import jsonschema
             except ImportError:
-                pytest.fail(f"stream {stream.name} declares a json_schema: checking it needs "
+                pytest.fail(f"stream {declared.name} declares a json_schema: checking it needs "
                             "`pip install jsonschema` (in nexus-core[test])")
             checker = jsonschema.Draft202012Validator(schema)
             for row in nexus.recorder.rows("record"):
-                if row["stream"] == stream.name:
+                if row["stream"] == declared.name:
                     errors = sorted(checker.iter_errors(row["data"]), key=str)
-                    assert not errors, f"{stream.name} record {row['id']} does not match " \
+                    assert not errors, f"{declared.name} record {row['id']} does not match " \
                         f"its json_schema: {errors[0].message}"
 
     def test_backfill_resumes_from_its_checkpoint_after_the_job_is_killed(
@@ -556,6 +559,7 @@ class ConnectorSuiteBase:
         inst = nexus.connect("tenant-a", "main", account)
         body = sim.webhook_body(sim.webhook_events(account, 1))
         webhook = nexus.provider.webhook
+        assert webhook is not None
         path = f"/webhooks/{nexus.provider_id}" + (
             "" if webhook.account_id_field else f"/{inst.webhook_key}")
         headers = sim.sign_webhook(body, PUBLIC_URL + path)

@@ -9,6 +9,7 @@ import pytest
 from redis import ConnectionPool
 
 from nexus_core.config import load_settings
+from nexus_core.doctor import diagnose
 from nexus_core.queues import redis_connection
 from nexus_core.testing.redis_server import RedisUnavailable
 from nexus_core.testing.sentinel import SentinelCluster, sentinel_command
@@ -38,6 +39,9 @@ def test_a_client_rebuilt_the_way_rq_does_follows_a_sentinel_failover():
         settings = load_settings({"REDIS_SENTINELS": cluster.sentinels_setting,
                                   "REDIS_SENTINEL_MASTER": cluster.name}, env_file=None)
         ours = redis_connection(settings)
+        found = {f.check: f for f in diagnose(settings)}  # `nexus doctor` asks the same master
+        assert found["redis"].status == "ok", found["redis"]
+        assert f"at sentinel master '{cluster.name}' via" in found["redis"].message
         rebuilt = _as_rq_rebuilds_it(ours)
         rebuilt.set("before", b"1")
         assert ours.get("before") == b"1"

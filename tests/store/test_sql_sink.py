@@ -51,6 +51,18 @@ def test_a_page_is_upserted_and_a_redelivered_page_changes_nothing(sink):
     assert data == {"id": "a", "v": 1, "name": "Ada"}
 
 
+def test_data_any_provider_may_send_is_stored_as_json(sink):
+    # datetimes, bytes, integers beyond 64 bits and non-string keys: the encoder's fast path
+    # refuses some of these; every one must still land as JSON.
+    odd = {"when": T0, "raw": b"bytes", "big": 2**70, 7: "int key", "nested": [{"n": -2**65}]}
+    sink.process_records(ctx(), "contacts", [rec("a", 1, **{"odd": odd})])
+    with sink.engine.connect() as conn:
+        data = conn.execute(sa.select(record_table.c.data).where(
+            record_table.c.record_id == "a")).scalar()
+    assert data["odd"] == {"when": "2025-01-01T00:00:00+00:00", "raw": "bytes", "big": 2**70,
+                           "7": "int key", "nested": [{"n": -2**65}]}
+
+
 def test_an_older_version_never_overwrites_a_newer_one(sink):
     sink.process_records(ctx(), "contacts", [rec("a", 5)])
     sink.process_records(ctx(), "contacts", [rec("a", 3)])  # a late webhook-triggered fetch
