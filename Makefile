@@ -52,7 +52,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	@for b in http_client webhook_ingress job_overhead backfill_throughput worker_startup \
-	  sync_wait cron_tick webhook_routing hubspot_backfill sql_sink; do \
+	  sync_wait cron_tick webhook_routing hubspot_backfill sql_sink scale_out redis_capacity; do \
 	  echo "== $$b"; $(BIN)/python benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
 
 docs: $(STAMP)

@@ -168,6 +168,60 @@ class Url:
         return text
 
 
+_HOST_PORT = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]{2,45})\]|(?P<host>[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?))"
+    r":(?P<port>[0-9]{1,5})", re.ASCII)
+
+
+@attrs.frozen
+class HostPorts:
+    """A comma-separated list of ``host:port`` addresses (``[v6-address]:port`` for IPv6), at
+    least one; a repeated address counts once."""
+
+    def describe(self) -> str:
+        return "comma-separated host:port addresses ([::1]:26379 for IPv6)"
+
+    def __call__(self, name: str, raw: str) -> tuple[tuple[str, int], ...]:
+        import ipaddress
+
+        Text()(name, raw)
+        out: list[tuple[str, int]] = []
+        for item in (p.strip() for p in raw.split(",")):
+            match = _HOST_PORT.fullmatch(item)
+            if not item or match is None:
+                raise ConfigError(f"{name} must be {self.describe()}, got {_shown(item or raw)}"
+                                  f"{'' if item else ' (an empty address)'}")
+            port = int(match["port"])
+            if not 1 <= port <= 65535:
+                raise ConfigError(f"{name}: port {port} of {_shown(item)} is not in 1..65535")
+            host = match["v6"] or match["host"]
+            if match["v6"]:
+                try:
+                    host = str(ipaddress.IPv6Address(host))
+                except ValueError:
+                    raise ConfigError(f"{name}: {_shown(item)} is not an IPv6 address in "
+                                      "brackets ([::1]:26379)") from None
+            if (host, port) not in out:
+                out.append((host, port))
+        return tuple(out)
+
+
+@attrs.frozen
+class Identifier:
+    """A name made of ASCII letters, digits, ``.``, ``_`` and ``-`` (at most 100)."""
+
+    what: str
+
+    def describe(self) -> str:
+        return f"{self.what} (letters, digits, . _ -)"
+
+    def __call__(self, name: str, raw: str) -> str:
+        text = raw.strip()
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", text, re.ASCII):
+            raise ConfigError(f"{name} must be {self.describe()}, got {_shown(raw)}")
+        return text
+
+
 def _check_network_url(name: str, text: str, scheme: str) -> None:
     try:
         parts = urlsplit(text)
@@ -231,6 +285,16 @@ SETTINGS: tuple[Setting, ...] = (
             Text("a password")),
     Setting("REDIS_DB", "0", "Redis database number when REDIS_URL is not set", "redis_db",
             Number(True, 0, 1_000_000)),
+    Setting("REDIS_SENTINELS", None,
+            "Redis Sentinel addresses: connect to the master they name and follow failovers "
+            "(the master's password/db/TLS: REDIS_URL's, else REDIS_PASSWORD/REDIS_DB)",
+            "redis_sentinels", HostPorts()),
+    Setting("REDIS_SENTINEL_MASTER", None,
+            "Name of the master set the sentinels monitor (required with REDIS_SENTINELS)",
+            "redis_sentinel_master", Identifier("a Sentinel master name")),
+    Setting("REDIS_SENTINEL_PASSWORD", None,
+            "Password of the sentinels themselves (their requirepass), if any",
+            "redis_sentinel_password", Text("a password")),
     Setting("NEXUS_EMBEDDED_REDIS", "auto",
             "No Redis configured: auto (development: localhost:6379, else start one under "
             "NEXUS_EMBEDDED_REDIS_DIR), on, or off", "embedded_redis",
@@ -348,6 +412,9 @@ class Settings:
     redis_port: int = 6379
     redis_password: str = ""
     redis_db: int = 0
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str | None = None
+    redis_sentinel_password: str | None = None
     embedded_redis: str = "auto"
     embedded_redis_dir: str = ".nexus/redis"
     worker_concurrency: int = 5
@@ -398,6 +465,16 @@ class Settings:
         return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
 
     @property
+    def redis_location(self) -> str:
+        """Where Redis is, for messages and logs (no password): the sentinels and master name,
+        or REDIS_URL without its credentials."""
+        if self.redis_sentinels:
+            where = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+                             for h, p in self.redis_sentinels)
+            return f"sentinel master {self.redis_sentinel_master!r} via {where}"
+        return re.sub(r"//[^/@]*@", "//", self.redis_url, count=1)
+
+    @property
     def production(self) -> bool:
         return self.env == "production"
 
@@ -436,7 +513,24 @@ def load_settings(
                 parsed[setting.field] = ()
             continue
         parsed[setting.field] = setting.parse(setting.env, raw)
+    _check_sentinel(parsed)
     return Settings(**parsed, raw=values)
+
+
+def _check_sentinel(parsed: dict[str, Any]) -> None:
+    """REDIS_SENTINELS and REDIS_SENTINEL_MASTER come together; a unix socket has no Sentinel."""
+    sentinels, master = parsed.get("redis_sentinels"), parsed.get("redis_sentinel_master")
+    if sentinels and not master:
+        raise ConfigError("REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is not: set it to "
+                          "the name the sentinels monitor (`sentinel monitor <name> ...`)")
+    if master and not sentinels:
+        raise ConfigError("REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not: list the "
+                          "sentinels (host:port,host:port) or unset REDIS_SENTINEL_MASTER")
+    url = parsed.get("redis_url_setting") or ""
+    if sentinels and url.lower().startswith("unix:"):
+        raise ConfigError("REDIS_URL is a unix:// socket but REDIS_SENTINELS is set: with "
+                          "Sentinel, REDIS_URL only gives the master's password, database and "
+                          "TLS (redis://:password@master/0 or rediss://...)")
 
 
 def parse_setting(name: str, raw: str) -> Any:

@@ -77,20 +77,27 @@ def _shown(url: str) -> str:
 
 
 def check_redis(ctx: _Context) -> None:
-    url = _redis_url(ctx.settings)
-    if url is None:
-        ctx.add("redis", "fail", "REDIS_URL is not set and the development Redis is not "
-                "running", "set REDIS_URL (production), or start the development Redis with "
-                "any command that needs it (`nexus run-worker`)")
-        return
     from nexus_core.queues import redis_connection
 
-    client = redis_connection(ctx.settings, url=url)
+    if ctx.settings.redis_sentinels:  # the master the sentinels name, as every process uses
+        url = ctx.settings.redis_location
+        client = redis_connection(ctx.settings)
+        what = "REDIS_SENTINELS / REDIS_SENTINEL_MASTER and that the sentinels and a master"
+    else:
+        found = _redis_url(ctx.settings)
+        if found is None:
+            ctx.add("redis", "fail", "REDIS_URL is not set and the development Redis is not "
+                    "running", "set REDIS_URL (production), or start the development Redis "
+                    "with any command that needs it (`nexus run-worker`)")
+            return
+        url = found
+        client = redis_connection(ctx.settings, url=url)
+        what = "REDIS_URL and that Redis"
     try:
         info = client.info()
     except Exception as exc:
         ctx.add("redis", "fail", f"Redis at {_shown(url)} is unreachable: "
-                f"{type(exc).__name__}: {exc}", "check REDIS_URL and that Redis is running and "
+                f"{type(exc).__name__}: {exc}", f"check {what} is running and "
                 "reachable from this machine (firewall, password, TLS: rediss://)")
         client.close()
         return

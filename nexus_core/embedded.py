@@ -50,7 +50,7 @@ def redis_binary() -> str | None:
 
 def _configured(settings: Settings) -> bool:
     raw = settings.raw
-    return any(raw.get(k) for k in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT"))
+    return any(raw.get(k) for k in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_SENTINELS"))
 
 
 def wanted(settings: Settings) -> bool:

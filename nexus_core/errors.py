@@ -140,8 +140,14 @@ def describe_error(exc: BaseException) -> str | None:
 
         from nexus_core.config import get_settings
 
+        check = "REDIS_URL and that redis-server is running"
         try:
-            where = _safe_url(get_settings().redis_url)
+            settings = get_settings()
+            where = _safe_url(settings.redis_url)
+            if settings.redis_sentinels:
+                where = settings.redis_location
+                check = ("REDIS_SENTINELS / REDIS_SENTINEL_MASTER and that the sentinels and a "
+                         "master they agree on are running")
         except NexusError:
             where = "REDIS_URL"
         denied = redis.exceptions.AuthenticationError | redis.exceptions.NoPermissionError
@@ -149,8 +155,7 @@ def describe_error(exc: BaseException) -> str | None:
             return (f"Redis at {where} refused our credentials ({exc}); check the password in "
                     "REDIS_URL / REDIS_PASSWORD")
         if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-            return (f"Redis at {where} is unreachable ({exc}); check REDIS_URL and that "
-                    "redis-server is running")
+            return f"Redis at {where} is unreachable ({exc}); check {check}"
         if isinstance(exc, redis.exceptions.ResponseError):
             return f"Redis at {where} refused a command ({exc}); is it Redis >= 5?"
     if isinstance(exc, OSError) and exc.filename:

@@ -50,6 +50,8 @@ ACTIVE_STATUSES: tuple[str, ...] = (
 LEASE_PREFIX = "nexus:lease:"
 ACTIVE_PREFIX = "nexus:active:"
 RECOVERY_CLAIM_PREFIX = "nexus:recovering:"
+#: When a recovery sweep first saw a job taken off its queue but never started.
+UNSTARTED_PREFIX = "nexus:unstarted:"
 
 #: Lua: claim "the active job" of a logical sync (installation + stream + kind). If the marker
 #: names a job that is still active (queued, started, scheduled, rate limited, ...), return that
@@ -160,18 +162,52 @@ def retry_policy(max_retries: int, backoff_delay_ms: int) -> Any:
 
 
 def redis_connection(settings: Settings | None = None, url: str | None = None) -> redis.Redis:
-    """A Redis client for REDIS_URL (or REDIS_HOST/PORT/PASSWORD/DB) with sane timeouts."""
+    """The one place a Redis client is built from settings (queues, locks, rate limits,
+    breakers, the web app, the CLI): the master the sentinels name when REDIS_SENTINELS is set
+    (:func:`sentinel_master`), else REDIS_URL (or REDIS_HOST/PORT/PASSWORD/DB, or the
+    development Redis); ``url`` forces a plain URL. Sane timeouts either way."""
     import redis as redis_lib
 
+    options: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 30,
+                               "health_check_interval": 30, **_driver_info()}
     if url is None:
         from nexus_core.config import get_settings
         from nexus_core.embedded import resolve_url
 
-        url = resolve_url(settings or get_settings())
-    return redis_lib.Redis.from_url(
-        url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30,
-        **_driver_info(),
-    )
+        settings = settings or get_settings()
+        if settings.redis_sentinels:
+            return sentinel_master(settings, **options)
+        url = resolve_url(settings)
+    return redis_lib.Redis.from_url(url, **options)
+
+
+def sentinel_master(settings: Settings, **options: Any) -> redis.Redis:
+    """A client of the master REDIS_SENTINEL_MASTER, found through REDIS_SENTINELS (redis-py's
+    ``Sentinel.master_for``). Each new connection asks the sentinels where the master is, and
+    a connection that finds the old master gone or demoted (READONLY) is dropped, so after a
+    failover the client reaches the promoted replica by itself: commands fail (ConnectionError)
+    only while the sentinels have no master to give.
+
+    The master's password, user name, database and TLS come from REDIS_URL when it is set (its
+    host and port are not used), else REDIS_PASSWORD and REDIS_DB; REDIS_SENTINEL_PASSWORD is
+    the sentinels' own. RQ rebuilds this client in its scheduler and pool processes from
+    ``connection_pool.connection_kwargs``: the sentinel-managed connection class and its pool
+    proxy come along, so those follow failovers too (tests/contract/test_rq_sentinel.py)."""
+    from redis.connection import parse_url
+    from redis.sentinel import Sentinel
+
+    master: dict[str, Any] = {"password": settings.redis_password or None,
+                              "db": settings.redis_db}
+    if settings.redis_url_setting:
+        parsed = parse_url(settings.redis_url_setting)
+        master = {k: parsed[k] for k in ("username", "password", "db") if parsed.get(k)}
+        master.setdefault("db", 0)
+        if settings.redis_url_setting.lower().startswith("rediss:"):
+            master["ssl"] = True
+    probe = {"password": settings.redis_sentinel_password or None,
+             "socket_connect_timeout": 1.0, "socket_timeout": 1.0}
+    sentinel = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=probe)
+    return sentinel.master_for(settings.redis_sentinel_master, **master, **options)
 
 
 _driver: dict[str, Any] | None = None

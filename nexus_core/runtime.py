@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 _lock = threading.Lock()
 _store: tuple[int, str, Any] | None = None  # (pid, url, Store)
-_redis: tuple[int, str, Any] | None = None
+_redis: tuple[int, Any, Any] | None = None  # (pid, where, client)
 
 
 def get_settings() -> Settings:
@@ -66,17 +66,19 @@ def get_store(settings: Settings | None = None) -> Store:
 
 
 def get_redis(settings: Settings | None = None) -> Any:
-    """The process's Redis client for REDIS_URL (a new pool after ``fork``)."""
+    """The process's Redis client for REDIS_URL or the Sentinel master (a new pool after
+    ``fork``; :func:`nexus_core.queues.redis_connection` builds it)."""
     global _redis
     settings = settings or get_settings()
     pid = os.getpid()
+    where = (settings.redis_url, settings.redis_sentinels, settings.redis_sentinel_master)
     with _lock:
-        if _redis is not None and _redis[0] == pid and _redis[1] == settings.redis_url:
+        if _redis is not None and _redis[0] == pid and _redis[1] == where:
             return _redis[2]
         from nexus_core.queues import redis_connection
 
         client = redis_connection(settings)
-        _redis = (pid, settings.redis_url, client)
+        _redis = (pid, where, client)
         return client
 
 

@@ -243,8 +243,21 @@ def _supervise(cls: type, names: Sequence[str], connection: RedisClient, *, burs
 
     worked = False
     delay = 1.0
+    worker: Any = None
     while True:
-        worker = cls(names, connection=connection)
+        try:  # RQ's Worker asks Redis for its version: a failover in progress refuses that
+            worker = cls(names, connection=connection)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            logger.warning("cannot start a worker, Redis unavailable ({}); trying again in "
+                           "{:.0f} s", exc, delay)
+            try:
+                time.sleep(delay)  # a SIGTERM reaches the last worker's handler: we stop
+            except StopRequested:
+                return worked
+            if getattr(worker, "nexus_stop_requested", False):
+                return worked
+            delay = min(delay * 2, 30.0)
+            continue
         try:
             worked = worker.work(burst=burst, with_scheduler=True,
                                  logging_level=_rq_log_level()) or worked

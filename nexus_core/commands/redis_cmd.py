@@ -25,7 +25,7 @@ def status() -> None:
     if running is None:
         click.echo("no development Redis is running"
                    + ("" if embedded.wanted(settings) else
-                      f" (a Redis is configured: {settings.redis_url.split('@')[-1]})"))
+                      f" (a Redis is configured: {settings.redis_location})"))
         raise SystemExit(1)
     click.echo(f"{running['url']} pid {running['pid']} data {running['dir']} "
                f"({running.get('binary', 'redis-server')})")

@@ -21,6 +21,14 @@ Who refreshes the lease costs nothing for a short job:
 
 Either way the first refresh comes TTL/3 after the job started, before recovery would consider it
 (only jobs started more than one TTL ago are), so a job shorter than that never writes a lease.
+
+A job can also be taken off its queue and never start: its worker loses Redis (a Sentinel
+failover, a restart) or dies between RQ's dequeue and the work-horse marking the job started.
+RQ leaves it in the queue's intermediate list (a single-queue worker's BLMOVE) or in the
+StartedJobRegistry with status ``queued``, and fails it at its 10-minute maintenance. The same
+sweep puts it back at the front of its queue once it has been seen so for one lease TTL
+(:func:`recover_unstarted`). A worker listening on several queues dequeues with RQ's plain
+BLPOP, which leaves no trace: a crash in that instant loses the job.
 """
 
 from __future__ import annotations
@@ -150,10 +158,52 @@ class Lease:
                 logger.debug("lease release failed: {}", e)
 
 
+def recover_unstarted(
+    connection: RedisClient, queue_names: Iterable[str], *, lease_ttl: float,
+    now: float | None = None,
+) -> list[str]:
+    """Requeue (at the front, no retry consumed) the jobs of ``queue_names`` that a worker took
+    off the queue but never started — in RQ's intermediate list or in the StartedJobRegistry
+    with status ``queued`` — once a sweep has seen them so for ``lease_ttl`` seconds (a live
+    worker starts a job it took within milliseconds); returns their ids."""
+    from nexus_core.sync.rq_adapter import requeue_unstarted
+
+    recovered: list[str] = []
+    now = time.time() if now is None else now
+    for name in queue_names:
+        queue = queues.queue(name, connection)
+        registry = queue.started_job_registry
+        members = {job_id: f"{job_id}:{execution}"
+                   for job_id, execution in registry.get_job_and_execution_ids(cleanup=False)}
+        taken = list(dict.fromkeys([*queue.intermediate_queue.get_job_ids(), *members]))
+        if not taken:
+            continue
+        with connection.pipeline(transaction=False) as pipe:
+            for job_id in taken:
+                pipe.hget(queue.job_class.key_for(job_id), "status")
+            statuses = pipe.execute()
+        for job_id, status in zip(taken, statuses, strict=True):
+            if status != b"queued":
+                continue  # started (leases cover it), ended, or gone
+            marker = queues.UNSTARTED_PREFIX + job_id
+            seen = connection.get(marker)
+            if seen is None:
+                connection.set(marker, repr(now), nx=True, ex=3600)
+                continue
+            if now - float(seen) < lease_ttl:
+                continue
+            if requeue_unstarted(connection, queue, job_id, members.get(job_id), marker):
+                logger.warning("requeued job {} on {}: a worker took it off the queue and lost "
+                               "Redis or died before starting it", job_id, name)
+                recovered.append(job_id)
+    return recovered
+
+
 def recover_abandoned(
     connection: RedisClient, queue_names: Iterable[str], *, lease_ttl: float
 ) -> list[str]:
-    """Requeue the started jobs of ``queue_names`` whose lease expired; returns their ids."""
+    """Requeue the started jobs of ``queue_names`` whose lease expired, and those taken off
+    their queue but never started (:func:`recover_unstarted`); returns their ids."""
     from rq.job import Job, JobStatus
     from rq.registry import StartedJobRegistry
     from rq.serializers import JSONSerializer
@@ -162,7 +212,8 @@ def recover_abandoned(
 
     recovered: list[str] = []
     now = time.time()
-    for name in queue_names:
+    names = list(queue_names)
+    for name in names:
         registry = StartedJobRegistry(name, connection=connection, serializer=JSONSerializer)
         for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
             if connection.exists(queues.lease_key(job_id)):
@@ -198,4 +249,4 @@ def recover_abandoned(
             job.failed_job_registry.requeue(job, at_front=True)
             logger.warning("recovered abandoned job {} on {} (recovery {})", job_id, name, count)
             recovered.append(job_id)
-    return recovered
+    return recovered + recover_unstarted(connection, names, lease_ttl=lease_ttl, now=now)

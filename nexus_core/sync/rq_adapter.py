@@ -135,6 +135,39 @@ def fail_abandoned(job: Any, reason: str, pipeline: Any) -> None:
     record_job_failure(job, reason, pipeline)
 
 
+#: Lua: put a job taken off its queue but never started back at the front of the queue, unless
+#: it started, ended or is queued again meanwhile. KEYS: job hash, queue list, intermediate
+#: list, started registry, first-seen marker; ARGV: job id, registry member or "".
+REQUEUE_UNSTARTED_LUA = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+if redis.call('LPOS', KEYS[2], ARGV[1]) then return 0 end
+redis.call('LREM', KEYS[3], 0, ARGV[1])
+if ARGV[2] ~= '' then redis.call('ZREM', KEYS[4], ARGV[2]) end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[5])
+return 1
+"""
+
+
+def requeue_unstarted(connection: Any, queue: Any, job_id: str, member: str | None,
+                      marker: str) -> bool:
+    """Atomically move ``job_id`` (status ``queued``, taken off ``queue`` by a worker that
+    never started it) from RQ's intermediate list and StartedJobRegistry (``member``:
+    ``<job id>:<execution id>``) back to the front of the queue, as ``enqueue(at_front=True)``
+    leaves a queued job; False if it started, ended or is queued already."""
+    global _requeue_unstarted
+    if _requeue_unstarted is None:
+        from nexus_core.queues import lua_script
+
+        _requeue_unstarted = lua_script(REQUEUE_UNSTARTED_LUA)
+    keys = [queue.job_class.key_for(job_id), queue.key, queue.intermediate_queue_key,
+            queue.started_job_registry.key, marker]
+    return bool(_requeue_unstarted(keys=keys, args=[job_id, member or ""], client=connection))
+
+
+_requeue_unstarted: Any = None
+
+
 def release_rate_limit_slot(job: Any) -> list[str]:
     """Free ``job``'s RQ ``RateLimit`` slot (if it has one and its cached status is final) and
     promote the next waiting jobs, as RQ does after a job ends; returns the promoted ids."""
