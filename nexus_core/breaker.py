@@ -146,6 +146,10 @@ class CircuitBreaker:
             fail_open(self.redis, "breaker", exc)
             return
         state = state.decode() if isinstance(state, bytes) else state
+        if state != admission.breaker_state:
+            from nexus_core.exporter import note_breaker
+
+            note_breaker(self.redis, self.key, state)
         if state != admission.breaker_state and state != self._last_state:
             metrics.BREAKER_TRANSITIONS.labels(self.provider_id, state).inc()
             log = logger.warning if state == "open" else logger.info

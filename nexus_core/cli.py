@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "dev": "nexus_core.commands.dev:dev",
     "new-provider": "nexus_core.commands.new_provider:new_provider",
     "redis": "nexus_core.commands.redis_cmd:redis_group",
+    "metrics": "nexus_core.commands.metrics_cmd:metrics_group",
 }
 
 

@@ -137,6 +137,11 @@ def _classes() -> tuple[type, type]:
             try:
                 super().monitor_work_horse(job, queue, execution)
             finally:
+                horse = getattr(self, "horse_pid", 0)
+                if horse:  # its metrics, into this worker's (see nexus_core.metrics)
+                    from nexus_core import metrics
+
+                    metrics.fold_process(horse)
                 if self._lease_written == job.id:
                     self._lease_written = None
                     with contextlib.suppress(Exception):  # it expires anyway
@@ -145,8 +150,10 @@ def _classes() -> tuple[type, type]:
         def fork_work_horse(self, job: Any, queue: Any) -> None:
             import gc
 
+            from nexus_core import metrics
             from nexus_core.sync import harness
 
+            metrics.observe_queue_wait(job)
             harness.warm_up(job.func_name)  # the first job of its kind: imports, caches
             # The job's first store reads, on this process's warm connection: the horse
             # inherits them and opens no database connection for a job that writes nothing.
@@ -164,8 +171,10 @@ def _classes() -> tuple[type, type]:
         """Runs jobs in its own process (``--no-fork``, tests)."""
 
         def execute_job(self, job: Any, queue: Any) -> Any:
+            from nexus_core import metrics
             from nexus_core.sync import harness
 
+            metrics.observe_queue_wait(job)
             harness.warm_up(job.func_name)
             return super().execute_job(job, queue)
 

@@ -230,9 +230,12 @@ class DeltaScheduler:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, request_stop)
+        from nexus_core.exporter import scheduler_heartbeat
+
         while not self.stop.is_set():
             if self.parent_pid is not None and os.getppid() != self.parent_pid:
                 return  # never outlive `run-worker --with-scheduler`
+            scheduler_heartbeat(self.connection)  # nexus_scheduler_up
             self.tick()
             self.stop.wait(min(5.0, self.seconds_to_next_slot()) + 0.001)
 

@@ -26,4 +26,7 @@ def run_health_check(provider: str, tenant_id: str, install_id: str) -> Any:
             rt.close_context(ctx)
         if health.details.get("needs_reauth"):
             env.store.set_status(tenant_id, install_id, "needs_reauth")
+            from nexus_core import metrics
+
+            metrics.NEEDS_REAUTH.labels(provider, "health").inc()
         return unstructure(health)
