@@ -134,10 +134,10 @@ def _classes() -> tuple[type, type]:
                 logger.debug("lease refresh for {} failed: {}", job.id, exc)
 
         def monitor_work_horse(self, job: Any, queue: Any, execution: Any) -> None:
+            horse = self.horse_pid  # RQ sets it to 0 once the horse is reaped
             try:
                 super().monitor_work_horse(job, queue, execution)
             finally:
-                horse = getattr(self, "horse_pid", 0)
                 if horse:  # its metrics, into this worker's (see nexus_core.metrics)
                     from nexus_core import metrics
 
