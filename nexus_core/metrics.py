@@ -270,7 +270,7 @@ _owned_dir: str | None = None
 def metrics_root(settings: Any = None) -> Path:
     """Where the processes of this machine keep their metrics directories (NEXUS_METRICS_DIR,
     default ``<tmp>/nexus-metrics``)."""
-    configured = getattr(settings, "metrics_dir", None)
+    configured = settings.metrics_dir if settings is not None else None
     return Path(configured) if configured else Path(tempfile.gettempdir()) / "nexus-metrics"
 
 

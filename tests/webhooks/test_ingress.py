@@ -15,6 +15,10 @@ from nexus_core.ids import split_key
 from nexus_core.jobs import webhook_request_of
 from nexus_core.queues import JOB_WEBHOOK, job_id
 
+#: The public port shows /metrics and the /readyz details only with the metrics token
+#: (NEXUS_METRICS_TOKEN in conftest's environment).
+METRICS_AUTH = {"Authorization": "Bearer metrics-token-for-tests"}
+
 
 def jobs(queue):
     return [Job.fetch(i, connection=queue.connection, serializer=JSONSerializer)
@@ -83,7 +87,7 @@ def test_events_of_unknown_accounts_are_counted_and_dropped_not_refused(
     resp = post(client, "/webhooks/hubspot", only_unknown, h.hubspot_headers(only_unknown))
     assert resp.status_code == 200 and resp.json["enqueued"] == 0
     assert len(webhook_queue) == 1
-    metrics = client.simulate_get("/metrics").text
+    metrics = client.simulate_get("/metrics", headers=METRICS_AUTH).text
     assert 'nexus_webhook_unknown_account_events_total{provider="hubspot"}' in metrics
 
 
@@ -146,7 +150,7 @@ def test_deliveries_for_an_inactive_installation_are_answered_not_enqueued(
     assert resp.status_code == 200 and resp.json["enqueued"] == 0
     assert resp.json["ignored_installations"] == 1
     assert len(webhook_queue) == 1
-    metrics = client.simulate_get("/metrics").text
+    metrics = client.simulate_get("/metrics", headers=METRICS_AUTH).text
     assert (f'nexus_webhook_ignored_installations_total{{provider="hubspot",status="{status}"}}'
             in metrics)
     assert 'outcome="ignored_inactive",provider="hubspot"' in metrics
@@ -494,7 +498,7 @@ def test_metrics_count_deliveries_by_provider_and_outcome(client, h):
     post(client, "/webhooks/hubspot", body, h.hubspot_headers(body))
     post(client, "/webhooks/hubspot", body, h.hubspot_headers(body, secret="x"))
     post(client, "/webhooks/ghost", body, headers)
-    resp = client.simulate_get("/metrics")
+    resp = client.simulate_get("/metrics", headers=METRICS_AUTH)
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
     text = resp.text
     for outcome in ("enqueued", "duplicate", "rejected_401"):
