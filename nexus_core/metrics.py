@@ -270,7 +270,11 @@ _owned_dir: str | None = None
 def metrics_root(settings: Any = None) -> Path:
     """Where the processes of this machine keep their metrics directories (NEXUS_METRICS_DIR,
     default ``<tmp>/nexus-metrics``)."""
-    configured = settings.metrics_dir if settings is not None else None
+    if settings is None:
+        from nexus_core.config import get_settings
+
+        settings = get_settings()
+    configured = settings.metrics_dir
     return Path(configured) if configured else Path(tempfile.gettempdir()) / "nexus-metrics"
 
 

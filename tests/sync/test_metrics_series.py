@@ -9,7 +9,6 @@ from prometheus_client import REGISTRY
 
 from nexus_core import metrics, queues
 
-
 #: Series with a tenant_id label (empty unless NEXUS_METRICS_TENANT_LABELS is on).
 TENANT_LABELLED = ("nexus_operation_duration", "nexus_sync_", "nexus_webhook_events")
 
