@@ -268,3 +268,63 @@ def test_nexus_stats_tenant_prints_the_tenant_table(sync_env):
     assert data["by_installation"][0]["operations"]["backfill"]["records"] == 1000
     out = runner.invoke(main, ["stats", "--tenant", "nobody"])
     assert out.exit_code == 0 and "no installations" in out.output
+
+
+# -- the dashboard and the alert rules query what the code exports ----------------------------
+
+
+def _exported(sync_env):
+    """{sample name: label names} of the live registry and the scrape-time series, after a
+    sync, a failing sync, a deferral and a webhook have run through the code."""
+    from nexus_core import web  # noqa: F401 - the ingress registers its series on import
+    from nexus_core.exporter import StateCollector
+
+    sync_env.install()
+    sync_env.service().start_backfill("sim", "t1", "i1")
+    sync_env.work()
+    sync_env.install(install="i2")
+    sync_env.sim.fail_page(1, 404, times=5)
+    sync_env.service().start_backfill("sim", "t1", "i2")
+    sync_env.work()
+    families = list(REGISTRY.collect())
+    families += list(StateCollector(sync_env.redis, lambda: sync_env.store).collect())
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum",
+                                                                 "_created"),
+                "gauge": ("",), "summary": ("_count", "_sum", "_created")}
+    out: dict[str, set[str]] = {}
+    for family in families:
+        labels = {k for s in family.samples for k in s.labels} - {"le"}
+        for suffix in suffixes.get(family.type, ("",)):
+            out.setdefault(family.name + suffix, set()).update(labels)
+    return out
+
+
+def _selectors(expr):
+    """(metric name, label names in its selector) for every nexus_* name of a PromQL text."""
+    import re
+
+    for m in re.finditer(r"\b(nexus_[a-z0-9_]+)(\{[^}]*\})?", expr):
+        labels = re.findall(r"([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)", m.group(2) or "")
+        yield m.group(1), labels
+
+
+def test_dashboard_and_alert_rules_query_only_exported_series(sync_env):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "dashboards", Path(__file__).parents[1] / "metrics" / "test_dashboards.py")
+    dashboards = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dashboards)
+    exported = _exported(sync_env)
+    used = 0
+    for source, exprs in (("dashboard", dashboards.dashboard_queries()),
+                          ("alert rules", dashboards.rule_exprs())):
+        for expr in exprs:
+            for name, labels in _selectors(expr):
+                used += 1
+                assert name in exported, f"{source} queries {name}, which nothing exports"
+                known = exported[name]
+                if known:  # a family with samples: its label names are known
+                    assert set(labels) <= known, f"{source}: {name} has no label {labels}"
+    assert used > 30
