@@ -328,3 +328,17 @@ def test_dashboard_and_alert_rules_query_only_exported_series(sync_env):
                 if known:  # a family with samples: its label names are known
                     assert set(labels) <= known, f"{source}: {name} has no label {labels}"
     assert used > 30
+
+
+def test_every_exported_series_is_documented(sync_env):
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text()
+    exported = _exported(sync_env)
+    families = {name.removesuffix("_count") if f"{name.removesuffix('_count')}_bucket"
+                in exported else name for name in exported
+                if not name.endswith(("_created", "_bucket", "_sum"))}
+    assert "nexus_operation_duration_seconds" in families
+    missing = sorted(n for n in families if n.startswith("nexus_") and f"`{n}`" not in doc
+                     and f"`{n.removesuffix('_total')}" not in doc)
+    assert not missing, f"docs/metrics.md does not list {missing}"
