@@ -76,10 +76,28 @@ def _stop(proc):
 
 
 @pytest.fixture
-def world(tmp_path, redis_url):
+def own_redis():
+    """A Redis of this test's own: no process left over from another test takes its jobs."""
+    import redis
+
+    from nexus_core.testing.redis_server import RedisServer
+
+    server = RedisServer().start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        yield server.url, client
+    finally:
+        client.close()
+        server.cleanup()
+
+
+@pytest.fixture
+def world(tmp_path, own_redis):
     """A store with an example installation (webhooks) and a sim installation (a paged API on a
     local simulator), and the environment every process gets."""
     from nexus_core.crypto import KeyRing, generate_key
+
+    redis_url, redis_client = own_redis
     from nexus_core.store import Store
     from nexus_core.testing.simulator import PagedRecords, SimulatorServer
 
@@ -106,7 +124,8 @@ def world(tmp_path, redis_url):
         procs.append(proc)
         return proc, log
 
-    yield {"env": env, "store": store, "secret": secret, "start": start, "tmp": tmp_path}
+    yield {"env": env, "store": store, "secret": secret, "start": start, "tmp": tmp_path,
+           "redis": redis_client}
     for proc in procs:
         _stop(proc)
     store.close()
@@ -123,7 +142,7 @@ def _signed(secret, n):
 
 @pytest.mark.slow
 def test_serve_and_worker_expose_every_process_series_on_their_metrics_listeners(
-    world, redis_client, nexus_registry
+    world, nexus_registry
 ):
     from nexus_core.testing import free_port
     from nexus_core.testing.simulator import paged_provider
@@ -177,7 +196,7 @@ def test_serve_and_worker_expose_every_process_series_on_their_metrics_listeners
     # a worker with a work-horse per job: the backfill's and the webhook jobs' series
     from nexus_core.sync import SyncOptions, start_sync
 
-    start_sync(redis_client, world["store"], "backfill", "sim", "t1", "i1", None,
+    start_sync(world["redis"], world["store"], "backfill", "sim", "t1", "i1", None,
                opts=SyncOptions())
     worker, worker_log = world["start"](
         [sys.executable, str(LAUNCHER), "run-worker", "-q", "webhook,backfill", "--workers",
@@ -201,9 +220,10 @@ def test_serve_and_worker_expose_every_process_series_on_their_metrics_listeners
         return got if finished else None
 
     try:
-        got = wait_for(done, 60, "the backfill and the 12 webhook jobs")
+        got = wait_for(done, 120, "the backfill and the 12 webhook jobs")
     except AssertionError:
-        seen = {k: v for k, v in scrape().items() if "operation" in k[0] or "sync" in k[0]}
+        seen = {k: v for k, v in scrape().items()
+                if k[0].endswith("_count") and "operation" in k[0] or "sync" in k[0]}
         raise AssertionError(f"{seen}\n{worker_log.read_text()[-3000:]}") from None
     assert value(got, "nexus_sync_pages_total", provider="sim", operation="backfill") == 5
     assert value(got, "nexus_sync_records_total", provider="sim", operation="backfill") == 250
