@@ -92,6 +92,28 @@ def test_callback_with_a_refused_code_shows_why_and_enqueues_nothing(
         redis_client, queues.sync_key("backfill", "hubspot", "t-9", "i-9", None)) is None
 
 
+def test_the_code_exchange_is_an_auth_operation_in_the_metrics(client, store, providers,
+                                                              settings):
+    from prometheus_client import REGISTRY
+
+    from nexus_core import metrics
+
+    def count(outcome):
+        return REGISTRY.get_sample_value("nexus_operation_duration_seconds_count", {
+            "provider": "hubspot", "operation": "auth", "outcome": outcome,
+            "tenant_id": ""}) or 0
+
+    metrics.reset_tenant_labels(False)
+    ok, failed = count("succeeded"), count("failed")
+    for install, code in (("i-ok", "good-4242"), ("i-bad", "bad")):
+        location = _authorize(client, store, providers, settings, install=install)
+        state = parse_qs(urlsplit(location).query)["state"][0]
+        client.simulate_get("/integrations/hubspot/callback",
+                            params={"code": code, "state": state})
+    metrics.reset_tenant_labels(None)
+    assert (count("succeeded") - ok, count("failed") - failed) == (1, 1)
+
+
 def test_callback_with_a_provider_error_or_missing_params_is_400(client):
     denied = client.simulate_get("/integrations/hubspot/callback",
                                  params={"error": "access_denied",
