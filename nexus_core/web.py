@@ -128,7 +128,7 @@ class WebhookResource:
             )
             result = ingress.ingest(provider.id, request, webhook_key=key)
         except WebhookRejected as exc:
-            webhooks.record_outcome(label, f"rejected_{exc.status}")
+            webhooks.record_rejection(label, exc)
             if exc.status >= 500:
                 resp.append_header("Retry-After", "30")
             else:

@@ -8,6 +8,8 @@ import time
 import falcon
 import pytest
 from falcon import testing
+from hypothesis import given
+from hypothesis import strategies as st
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -504,7 +506,25 @@ def test_metrics_count_deliveries_by_provider_and_outcome(client, h):
     for outcome in ("enqueued", "duplicate", "rejected_401"):
         assert f'nexus_webhook_deliveries_total{{outcome="{outcome}",provider="hubspot"}}' in text
     assert 'nexus_webhook_deliveries_total{outcome="rejected_404",provider="unknown"}' in text
+    assert 'nexus_webhook_rejections_total{provider="hubspot",reason="signature"}' in text
+    assert 'nexus_webhook_rejections_total{provider="unknown",reason="unknown_target"}' in text
     assert "ghost" not in text  # unknown names never become label values
+
+
+REASONS = {"signature", "timestamp", "missing_signature", "malformed_signature",
+           "account_mismatch", "unknown_target", "too_large", "bad_body", "no_secret",
+           "unavailable"}
+
+
+@given(message=st.text(max_size=80), status=st.sampled_from([400, 401, 403, 404, 413, 503]))
+def test_a_rejection_reason_is_one_of_a_bounded_set(message, status):
+    from nexus_core.errors import WebhookRejected
+    from nexus_core.webhooks import rejection_reason
+
+    reason = rejection_reason(WebhookRejected(message or "x", status=status))
+    assert reason in REASONS or reason == f"status_{status}"
+    if status == 401:
+        assert reason in {"signature", "timestamp", "missing_signature", "malformed_signature"}
 
 
 def test_trailing_slash_is_routed_and_signed_as_called(client, webhook_queue, h):
