@@ -264,7 +264,6 @@ _LOCK = ".fold.lock"
 _FOLDED_TYPES = ("counter", "histogram", "summary")
 
 _archives: dict[str, Any] = {}
-_owned_dir: str | None = None
 
 
 def metrics_root(settings: Any = None) -> Path:
@@ -292,23 +291,28 @@ def use_private_dir(role: str, settings: Any = None) -> str:
     """Switch this process (and every process it starts) to multiprocess mode in a fresh
     directory ``<NEXUS_METRICS_DIR>/nexus-<role>-<pid>``; directories left by processes that
     are gone are removed first. Call it before any series is touched."""
-    global _owned_dir
     from prometheus_client import values
 
+    from nexus_core.errors import ConfigError
+
     root = metrics_root(settings)
-    root.mkdir(parents=True, exist_ok=True)
-    for old in root.glob(f"{_DIR_PREFIX}*-*"):
-        pid = old.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
     path = root / f"{_DIR_PREFIX}{role}-{os.getpid()}"
-    shutil.rmtree(path, ignore_errors=True)  # a reused pid: start clean
-    path.mkdir(mode=0o700)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for old in root.glob(f"{_DIR_PREFIX}*-*"):
+            pid = old.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)  # a reused pid: start clean
+        path.mkdir(mode=0o700)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the metrics directory {path}: {exc.strerror or exc}",
+            hint="set NEXUS_METRICS_DIR to a directory this user can write") from None
     os.environ[MULTIPROC_ENV] = str(path)
     # prometheus_client picks its value class when it is imported: pick again now (the series
     # here create their values at their first .labels()).
     values.ValueClass = values.get_value_class()
-    _owned_dir = str(path)
     owner = os.getpid()
 
     def remove() -> None:

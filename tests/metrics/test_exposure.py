@@ -280,3 +280,17 @@ time.sleep(120)
             p.wait(10)
             if p.stdout is not None:
                 p.stdout.close()
+
+
+@pytest.mark.parametrize("command", [["serve"], ["run-worker", "--burst"]])
+def test_an_unusable_metrics_dir_is_a_one_line_error(tmp_path, redis_url, command):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    env = {**os.environ, "REDIS_URL": redis_url, "NEXUS_METRICS_DIR": str(blocker / "m"),
+           "NEXUS_DATABASE_URL": f"sqlite:///{tmp_path / 'n.db'}",
+           "NEXUS_KEY_FILE": str(tmp_path / "key")}
+    out = subprocess.run([str(Path(sys.executable).with_name("nexus")), *command], env=env,
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 1
+    assert f"cannot create the metrics directory {blocker / 'm'}" in out.stderr
+    assert "NEXUS_METRICS_DIR" in out.stderr and "Traceback" not in out.stderr
