@@ -19,8 +19,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -251,19 +250,12 @@ def observe_queue_wait(job: Any) -> None:
 # `nexus serve` (gunicorn workers) and `nexus run-worker` (RQ workers forking a work-horse per
 # job) each run in multiprocess mode in a private directory (:func:`use_private_dir`): every
 # process writes its series to its own mmap files there and a scrape merges them
-# (prometheus_client's MultiProcessCollector). A work-horse lives for one job; when it has
-# exited its worker folds its counters and histograms into the worker's own archive files and
-# removes the horse's (:func:`fold_process`), so the directory holds a few files per live
-# process, not one per job ever run. Folding and scraping take a lock on the directory: a
-# scrape never sees a horse's figures twice or not at all.
+# (prometheus_client's MultiProcessCollector). A work-horse lives for one job: the horses of one
+# worker share one set of files (:func:`become_work_horse`), so the directory holds a few files
+# per worker, not a set per job ever run.
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _DIR_PREFIX = "nexus-"
-_LOCK = ".fold.lock"
-#: Per-process series that only a live process can vouch for (a horse's breaker state).
-_FOLDED_TYPES = ("counter", "histogram", "summary")
-
-_archives: dict[str, Any] = {}
 
 
 def metrics_root(settings: Any = None) -> Path:
@@ -310,9 +302,10 @@ def use_private_dir(role: str, settings: Any = None) -> str:
             f"cannot create the metrics directory {path}: {exc.strerror or exc}",
             hint="set NEXUS_METRICS_DIR to a directory this user can write") from None
     os.environ[MULTIPROC_ENV] = str(path)
-    # prometheus_client picks its value class when it is imported: pick again now (the series
-    # here create their values at their first .labels()).
-    values.ValueClass = values.get_value_class()
+    # prometheus_client picks its value class when it is imported: set it now (the series here
+    # create their values at their first .labels()), naming files by _process_identifier
+    # (MultiProcessValue's documented parameter).
+    values.ValueClass = values.MultiProcessValue(process_identifier=_process_identifier)
     owner = os.getpid()
 
     def remove() -> None:
@@ -328,51 +321,30 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-@contextmanager
-def _dir_lock(path: str, exclusive: bool) -> Iterator[None]:
-    import fcntl
-
-    with open(os.path.join(path, _LOCK), "a+b") as f:
-        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def _process_identifier() -> str:
+    """The name of this process's files: its pid; in a work-horse, ``<worker pid>h`` — the
+    same for every horse of a worker (see :func:`become_work_horse`)."""
+    pid = os.getpid()
+    if _horse_of is not None and pid != _horse_of:
+        return f"{_horse_of}h"
+    return str(pid)
 
 
-def fold_process(pid: int, path: str | None = None) -> None:
-    """After process ``pid`` (a work-horse) exited: add its counters and histograms to this
-    process's archive files and remove its files (its gauges are dropped: only a live process
-    vouches for those)."""
-    from prometheus_client.mmap_dict import MmapedDict
+_horse_of: int | None = None
 
-    path = path or multiprocess_dir()
-    if not path:
-        return
-    files = [f for f in glob.glob(os.path.join(path, f"*_{pid}.db"))]
-    if not files:
-        return
-    try:
-        with _dir_lock(path, exclusive=True):
-            for f in files:
-                typ = os.path.basename(f).split("_", 1)[0]
-                if typ in _FOLDED_TYPES:
-                    archive = _archives.get(f"{path}/{typ}")
-                    if archive is None:
-                        name = os.path.join(path, f"{typ}_archive-{os.getpid()}.db")
-                        archive = _archives[f"{path}/{typ}"] = MmapedDict(name)
-                    for key, value, timestamp, _pos in MmapedDict.read_all_values_from_file(f):
-                        if value:
-                            archive.write_value(key, archive.read_value(key)[0] + value,
-                                                timestamp)
-                os.remove(f)
-    except Exception as exc:  # the horse's files stay; the next scrape still counts them
-        logger.warning("metrics of process {} not folded: {}", pid, exc)
+
+def become_work_horse(worker_pid: int) -> None:
+    """Called in a work-horse, before its job touches a series: its series go to the files its
+    worker's horses share (``*_<worker pid>h.db``). A worker runs one horse at a time, so the
+    horses never write them at once; each horse starts from the figures the previous ones left
+    and adds its own. The directory keeps one set of files per worker, not one per job, and no
+    figure of a finished job is lost or counted twice."""
+    global _horse_of
+    _horse_of = worker_pid
 
 
 class _Collector:
-    """prometheus_client's merge over the ``*.db`` files under one or more directories, read
-    under each directory's lock (see :func:`fold_process`)."""
+    """prometheus_client's merge over the ``*.db`` files of one or more directories."""
 
     def __init__(self, dirs: list[str] | Callable[[], list[str]]) -> None:
         self.dirs = dirs
@@ -381,13 +353,9 @@ class _Collector:
         from prometheus_client.multiprocess import MultiProcessCollector
 
         files: list[str] = []
-        locks = ExitStack()
-        with locks:
-            for d in self.dirs() if callable(self.dirs) else self.dirs:
-                if os.path.isdir(d):
-                    locks.enter_context(_dir_lock(d, exclusive=False))
-                    files.extend(glob.glob(os.path.join(d, "*.db")))
-            return list(MultiProcessCollector.merge(files, accumulate=True))
+        for d in self.dirs() if callable(self.dirs) else self.dirs:
+            files.extend(glob.glob(os.path.join(d, "*.db")))
+        return list(MultiProcessCollector.merge(files, accumulate=True))
 
 
 def machine_dirs(settings: Any = None) -> list[str]:

@@ -118,8 +118,10 @@ def _classes() -> tuple[type, type]:
             self._lease_written: str | None = None
 
         def main_work_horse(self, job: Any, queue: Any) -> None:
+            from nexus_core import metrics
             from nexus_core.sync import lease
 
+            metrics.become_work_horse(os.getppid())  # the metrics files of this worker's horses
             lease.parent_keeps_lease(os.getppid())
             super().main_work_horse(job, queue)
 
@@ -134,14 +136,9 @@ def _classes() -> tuple[type, type]:
                 logger.debug("lease refresh for {} failed: {}", job.id, exc)
 
         def monitor_work_horse(self, job: Any, queue: Any, execution: Any) -> None:
-            horse = self.horse_pid  # RQ sets it to 0 once the horse is reaped
             try:
                 super().monitor_work_horse(job, queue, execution)
             finally:
-                if horse:  # its metrics, into this worker's (see nexus_core.metrics)
-                    from nexus_core import metrics
-
-                    metrics.fold_process(horse)
                 if self._lease_written == job.id:
                     self._lease_written = None
                     with contextlib.suppress(Exception):  # it expires anyway

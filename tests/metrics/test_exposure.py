@@ -1,6 +1,6 @@
 """What the public port shows: /metrics only with the bearer token (404 without one configured),
-/readyz status only; the separate listener; the settings that drive them; folding a finished
-process's files into its parent's."""
+/readyz status only; the separate listener; the settings that drive them; the files of a
+worker's work-horses."""
 
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def test_metrics_dir_setting_is_a_path_or_a_one_line_error(raw):
     assert value == raw.strip()
 
 
-# -- folding a work-horse's files --------------------------------------------------------------
+# -- work-horses' files ---------------------------------------------------------------------------
 
 _CHILD = r"""
 import os, sys
@@ -159,25 +159,21 @@ metrics.use_private_dir("t", None)
 metrics.SYNC_RECORDS.labels("p", "backfill", "").inc(5)
 metrics.QUEUE_WAIT.labels("q").observe(0.2)
 metrics.BREAKER_STATE.labels("p", "i").set(2)
-pids = []
-for n in range(3):  # three "horses", each counting on its own
+for n in range(3):  # three work-horses, one after the other, each counting on its own
     pid = os.fork()
     if pid == 0:
+        metrics.become_work_horse(os.getppid())
         metrics.SYNC_RECORDS.labels("p", "backfill", "").inc(10)
         metrics.QUEUE_WAIT.labels("q").observe(2.0)
-        metrics.BREAKER_STATE.labels("p", "i").set(1)
+        metrics.SYNC_PAGES.labels("p", "backfill", "").inc()
         os._exit(0)
     os.waitpid(pid, 0)
-    pids.append(pid)
-before = metrics.exposition()
-for pid in pids:
-    metrics.fold_process(pid)
-after = metrics.exposition()
-sys.stdout.write(repr((before, after, sorted(os.listdir(metrics.multiprocess_dir())))))
+sys.stdout.write(repr((metrics.exposition(), os.getpid(),
+                       sorted(os.listdir(metrics.multiprocess_dir())))))
 """
 
 
-def test_folding_finished_processes_keeps_every_figure_and_drops_their_files(tmp_path):
+def test_the_horses_of_a_worker_add_up_in_one_set_of_files(tmp_path):
     from prometheus_client.parser import text_string_to_metric_families
 
     env = {**os.environ, "NEXUS_METRICS_DIR": str(tmp_path)}
@@ -185,27 +181,15 @@ def test_folding_finished_processes_keeps_every_figure_and_drops_their_files(tmp
     out = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True,
                          text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    before, after, files = eval(out.stdout)  # noqa: S307 - our own child's repr
-
-    def counters(text):
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for f in text_string_to_metric_families(text.decode())
-                for s in f.samples if f.type in ("counter", "histogram")}
-
-    b, a = counters(before), counters(after)
-    assert b == a  # nothing lost, nothing counted twice
-    assert a[("nexus_sync_records_total", (("operation", "backfill"), ("provider", "p"),
-                                            ("tenant_id", "")))] == 35
-    assert a[("nexus_queue_wait_seconds_count", (("queue", "q"),))] == 4
-    db = [f for f in files if f.endswith(".db")]
-    # the parent's own files and its archives only: no file of a horse is left
-    assert {f.rsplit("_", 1)[-1].removeprefix("archive-") for f in db} == {
-        db[0].rsplit("_", 1)[-1].removeprefix("archive-")}, files
-    assert sum("archive" in f for f in db) == 2, files
-    # the horses' breaker gauges are gone with them; the parent's stays
-    states = [s.value for f in text_string_to_metric_families(after.decode())
-              if f.name == "nexus_breaker_state" for s in f.samples]
-    assert states == [2.0]
+    text, worker, files = eval(out.stdout)  # noqa: S307 - our own child's repr
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for f in text_string_to_metric_families(text.decode()) for s in f.samples}
+    labels = (("operation", "backfill"), ("provider", "p"), ("tenant_id", ""))
+    assert got[("nexus_sync_records_total", labels)] == 5 + 3 * 10  # nothing lost or doubled
+    assert got[("nexus_sync_pages_total", labels)] == 3
+    assert got[("nexus_queue_wait_seconds_count", (("queue", "q"),))] == 4
+    # the worker's own files and one set for all its horses: not a set per job
+    assert {f.rsplit("_", 1)[1] for f in files} == {f"{worker}.db", f"{worker}h.db"}, files
 
 
 def test_a_metrics_port_in_use_is_a_one_line_error(tmp_path, redis_url):
