@@ -322,25 +322,25 @@ def multiprocess_dir() -> str | None:
 
 
 def _process_identifier() -> str:
-    """The name of this process's files: its pid; in a work-horse, ``<worker pid>h`` — the
+    """The name of this process's files: its pid; in a work-horse, ``<worker pid>h<n>`` — the
     same for every horse of a worker (see :func:`become_work_horse`)."""
-    pid = os.getpid()
-    if _horse_of is not None and pid != _horse_of:
-        return f"{_horse_of}h"
-    return str(pid)
+    if _horse_of is not None and os.getpid() != _horse_of[0]:
+        return f"{_horse_of[0]}h{_horse_of[1]}"
+    return str(os.getpid())
 
 
-_horse_of: int | None = None
+_horse_of: tuple[int, int] | None = None
 
 
-def become_work_horse(worker_pid: int) -> None:
+def become_work_horse(worker_pid: int, worker_number: int = 0) -> None:
     """Called in a work-horse, before its job touches a series: its series go to the files its
-    worker's horses share (``*_<worker pid>h.db``). A worker runs one horse at a time, so the
+    worker's horses share (``*_<worker pid>h<worker number>.db``; the number tells apart the
+    workers one process runs one after the other). A worker runs one horse at a time, so the
     horses never write them at once; each horse starts from the figures the previous ones left
     and adds its own. The directory keeps one set of files per worker, not one per job, and no
     figure of a finished job is lost or counted twice."""
     global _horse_of
-    _horse_of = worker_pid
+    _horse_of = (worker_pid, worker_number)
 
 
 class _Collector:

@@ -23,6 +23,8 @@ from nexus_core import queues
 from nexus_core.sync.lease import MAX_RECOVERIES, recover_abandoned  # noqa: E402,F401
 from nexus_core.sync.rq_adapter import TracebackOncePerJob
 
+_workers_made = 0
+
 
 class _NexusWorkerMixin(TracebackOncePerJob):
     """What every nexus worker adds to RQ's: JSON, short idle loop, lease-based recovery,
@@ -47,6 +49,10 @@ class _NexusWorkerMixin(TracebackOncePerJob):
         kwargs.setdefault("worker_ttl", 15 + max(1, int(self.recovery_interval)))
         super().__init__(queues_, *args, **kwargs)  # type: ignore[call-arg]
         self._last_recovery: float | None = None
+        global _workers_made
+        _workers_made += 1
+        #: This worker among those this process ran (a supervised restart makes a new one).
+        self.nexus_number = _workers_made
         self.nexus_stop_requested = False
         self.nexus_burst = False
         # Before the fork: every work-horse inherits the loaded plugins. The job code, the
@@ -121,7 +127,8 @@ def _classes() -> tuple[type, type]:
             from nexus_core import metrics
             from nexus_core.sync import lease
 
-            metrics.become_work_horse(os.getppid())  # the metrics files of this worker's horses
+            # the metrics files this worker's horses share (see nexus_core.metrics)
+            metrics.become_work_horse(os.getppid(), self.nexus_number)
             lease.parent_keeps_lease(os.getppid())
             super().main_work_horse(job, queue)
 

@@ -189,7 +189,7 @@ def test_the_horses_of_a_worker_add_up_in_one_set_of_files(tmp_path):
     assert got[("nexus_sync_pages_total", labels)] == 3
     assert got[("nexus_queue_wait_seconds_count", (("queue", "q"),))] == 4
     # the worker's own files and one set for all its horses: not a set per job
-    assert {f.rsplit("_", 1)[1] for f in files} == {f"{worker}.db", f"{worker}h.db"}, files
+    assert {f.rsplit("_", 1)[1] for f in files} == {f"{worker}.db", f"{worker}h0.db"}, files
 
 
 def test_a_metrics_port_in_use_is_a_one_line_error(tmp_path, redis_url):

@@ -246,4 +246,4 @@ def test_serve_and_worker_expose_every_process_series_on_their_metrics_listeners
     names = sorted(f.name for f in worker_dir.glob("*.db"))
     writers = {n.rsplit("_", 1)[1].removesuffix(".db") for n in names}
     assert len(writers) <= 9, names  # the command, 2 pools, 3 workers and their horses
-    assert sum(w.endswith("h") for w in writers) <= 3, names
+    assert sum("h" in w for w in writers) <= 3, names
