@@ -313,8 +313,10 @@ def on_job_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb:
         store = rt.get_store()
         if isinstance(exc_value, AuthError) and exc_value.needs_reauth and tenant_id:
             with suppress(NotFound):
+                # a refresh in the job may have marked it already (and counted it)
+                if store.get_installation(tenant_id, install_id).status != "needs_reauth":
+                    metrics.NEEDS_REAUTH.labels(provider, "job").inc()
                 store.set_status(tenant_id, install_id, "needs_reauth")
-                metrics.NEEDS_REAUTH.labels(provider, "job").inc()
         error = f"{getattr(exc_type, '__name__', exc_type)}: {exc_value}"[:2000]
         run_id = kwargs.get("run_id") or (job.meta or {}).get("nexus_run_id")
         if job.should_retry:

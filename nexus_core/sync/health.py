@@ -25,8 +25,10 @@ def run_health_check(provider: str, tenant_id: str, install_id: str) -> Any:
         finally:
             rt.close_context(ctx)
         if health.details.get("needs_reauth"):
-            env.store.set_status(tenant_id, install_id, "needs_reauth")
             from nexus_core import metrics
 
-            metrics.NEEDS_REAUTH.labels(provider, "health").inc()
+            # a refresh during the check may have marked it already (and counted it)
+            if env.store.get_installation(tenant_id, install_id).status != "needs_reauth":
+                metrics.NEEDS_REAUTH.labels(provider, "health").inc()
+            env.store.set_status(tenant_id, install_id, "needs_reauth")
         return unstructure(health)
