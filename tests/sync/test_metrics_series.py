@@ -5,6 +5,8 @@ series read when scraped; per-tenant statistics from the run history."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from nexus_core import metrics, queues
@@ -342,3 +344,24 @@ def test_every_exported_series_is_documented(sync_env):
     missing = sorted(n for n in families if n.startswith("nexus_") and f"`{n}`" not in doc
                      and f"`{n.removesuffix('_total')}" not in doc)
     assert not missing, f"docs/metrics.md does not list {missing}"
+
+
+@given(values=st.lists(st.floats(0, 1e6, allow_nan=False), min_size=1, max_size=50),
+       q=st.sampled_from([50, 95, 99, 100]))
+def test_the_percentile_is_the_nearest_rank(values, q):
+    from nexus_core.stats import percentile
+
+    got = percentile(values, q)
+    assert got in values
+    at_most = sum(v <= got for v in values)
+    below = sum(v < got for v in values)
+    assert at_most >= q / 100 * len(values) > below or at_most == len(values)
+    assert percentile([], q) is None
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=30)
+@given(tenant=st.text(max_size=40))
+def test_tenant_stats_of_any_tenant_id_are_an_answer_never_an_error(sync_env, tenant):
+    stats = sync_env.service().get_tenant_stats(tenant)
+    assert stats["tenant_id"] == tenant and stats["by_installation"] == []
+    assert stats["overall"]["runs"] == 0 and stats["overall"]["success_rate"] is None
