@@ -278,3 +278,24 @@ def test_an_unusable_metrics_dir_is_a_one_line_error(tmp_path, redis_url, comman
     assert out.returncode == 1
     assert f"cannot create the metrics directory {blocker / 'm'}" in out.stderr
     assert "NEXUS_METRICS_DIR" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_a_running_scheduler_keeps_its_heartbeat_for_nexus_scheduler_up(tmp_path, redis_url,
+                                                                        redis_client):
+    from nexus_core.exporter import SCHEDULER_HEARTBEAT
+
+    env = {**os.environ, "REDIS_URL": redis_url,
+           "NEXUS_DATABASE_URL": f"sqlite:///{tmp_path / 'n.db'}",
+           "NEXUS_KEY_FILE": str(tmp_path / "key")}
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("nexus")), "scheduler"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while redis_client.get(SCHEDULER_HEARTBEAT) is None:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        assert 0 < redis_client.ttl(SCHEDULER_HEARTBEAT) <= 60
+    finally:
+        proc.terminate()
+        proc.wait(20)
