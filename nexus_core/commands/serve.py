@@ -107,7 +107,12 @@ def serve(host: str, port: int, workers: int, threads: int, timeout: int,
 
                 raise ConfigError(f"cannot listen on {metrics_host}:{metrics_port} for "
                                   f"metrics: {exc.strerror or exc}") from None
-    where = f"; metrics: http://{metrics_host}:{metrics_port}/metrics" if proc else ""
+    if proc:
+        where = f"; metrics: http://{metrics_host}:{metrics_port}/metrics"
+    elif settings.metrics_token:
+        where = "; /metrics with the NEXUS_METRICS_TOKEN bearer token"
+    else:
+        where = "; /metrics not served (add --metrics-port, or set NEXUS_METRICS_TOKEN)"
     click.echo(f"nexus serve: http://{host}:{port} ({workers} worker(s)){where}", err=True)
     try:
         run_gunicorn(_app, gunicorn_options(host, port, workers, threads, timeout))

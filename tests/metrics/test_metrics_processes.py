@@ -155,6 +155,7 @@ def test_serve_and_worker_expose_every_process_series_on_their_metrics_listeners
         "serve")
     wait_for(lambda: _up(port) or serve.poll() is not None, 30, "nexus serve")
     assert serve.poll() is None, serve_log.read_text()
+    assert f"metrics: http://127.0.0.1:{mport}/metrics" in serve_log.read_text()
 
     # 12 deliveries (each on its own connection: both gunicorn workers take some), 1 replay,
     # 1 forged.
