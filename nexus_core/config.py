@@ -373,8 +373,9 @@ SETTINGS: tuple[Setting, ...] = (
             "the public /metrics is a 404; the metrics listener asks for it too when set)",
             "metrics_token", Token()),
     Setting("NEXUS_METRICS_TENANT_LABELS", "false",
-            "Add a tenant_id label to the operation, page and record series (one series per "
-            "tenant: mind the cardinality)", "metrics_tenant_labels", Flag()),
+            "Add a tenant_id label to the operation, page and record series, and keep "
+            "nexus_breaker_state per installation (one series per tenant or installation: "
+            "mind the cardinality)", "metrics_tenant_labels", Flag()),
     Setting("NEXUS_METRICS_DIR", None,
             "Where nexus serve / run-worker keep their per-process metrics files (default: "
             "<tmp>/nexus-metrics); `nexus metrics serve` reads every process's there",

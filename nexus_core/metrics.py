@@ -2,9 +2,8 @@
 every process.
 
 Import the object you need and update it. Label values are bounded sets — provider ids,
-operations, outcomes, HTTP methods, status codes, queue names — except ``install_id`` on
-:data:`BREAKER_STATE` (a process only creates it for installations it talked to) and
-``tenant_id``, which stays empty unless NEXUS_METRICS_TENANT_LABELS is on
+operations, outcomes, HTTP methods, status codes, queue names; ``tenant_id`` stays empty and
+:data:`BREAKER_STATE` (per ``install_id``) is not kept unless NEXUS_METRICS_TENANT_LABELS is on
 (:func:`tenant_label`). Series that describe shared state (queue and dead-letter depths, open
 breakers, installations needing re-authorization, the scheduler) are read from Redis and the
 store when scraped (:mod:`nexus_core.exporter`), not counted per process. The series list is in
@@ -72,7 +71,8 @@ RATE_LIMITED = Counter(
 
 BREAKER_STATE = Gauge(
     "nexus_breaker_state",
-    "Circuit breaker state last seen by this process: 0 closed, 1 half-open, 2 open",
+    "Circuit breaker state last seen by this process: 0 closed, 1 half-open, 2 open (only "
+    "with NEXUS_METRICS_TENANT_LABELS: one series per installation)",
     ["provider", "install_id"],
     multiprocess_mode="livemax",
 )
@@ -161,10 +161,8 @@ NEEDS_REAUTH = Counter(
 )
 
 
-def tenant_label(tenant_id: str | None) -> str:
-    """The ``tenant_id`` label value: the tenant when NEXUS_METRICS_TENANT_LABELS is on, else
-    empty (Prometheus treats an empty label as absent: one series per provider, whatever the
-    number of tenants)."""
+def tenant_labels_on() -> bool:
+    """NEXUS_METRICS_TENANT_LABELS, read once per process."""
     global _tenant_labels
     if _tenant_labels is None:
         try:
@@ -173,7 +171,14 @@ def tenant_label(tenant_id: str | None) -> str:
             _tenant_labels = bool(get_settings().metrics_tenant_labels)
         except Exception:  # a malformed setting is reported at startup, not here
             _tenant_labels = False
-    return (tenant_id or "") if _tenant_labels else ""
+    return _tenant_labels
+
+
+def tenant_label(tenant_id: str | None) -> str:
+    """The ``tenant_id`` label value: the tenant when NEXUS_METRICS_TENANT_LABELS is on, else
+    empty (Prometheus treats an empty label as absent: one series per provider, whatever the
+    number of tenants)."""
+    return (tenant_id or "") if tenant_labels_on() else ""
 
 
 _tenant_labels: bool | None = None
