@@ -90,7 +90,8 @@ def _print_tenant(data: dict, as_json: bool) -> None:
     echo_table(["INSTALLATION", "PROVIDER", "STATUS", "OPERATION", "RUNS", "SUCCESS", "P50",
                 "P95", "RECORDS"], rows)
     o = data["overall"]
-    click.echo(f"\ntenant {data['tenant_id']}: installations {data['installations']}; "
+    by_status = ", ".join(f"{n} {status}" for status, n in sorted(data["installations"].items()))
+    click.echo(f"\ntenant {data['tenant_id']}: installations: {by_status}; "
                f"{o['runs']} run(s) considered, success {_fmt(o['success_rate'], '%')}, "
                f"records {o['records']}")
     if errors:
