@@ -117,14 +117,19 @@ class CircuitBreaker:
         #: Seconds a probe may take before another caller may probe instead.
         self.probe_ttl = probe_ttl
         self._record = redis.register_script(BREAKER_LUA + _RECORD_MAIN)
-        self._gauge = metrics.BREAKER_STATE.labels(provider_id, install_id)
-        self._gauge.set(0)  # until the first admission says otherwise
+        # One series per installation: only with NEXUS_METRICS_TENANT_LABELS (bounded
+        # cardinality); nexus_breakers{provider,state} counts them from Redis either way.
+        self._gauge = (metrics.BREAKER_STATE.labels(provider_id, install_id)
+                       if metrics.tenant_labels_on() else None)
+        if self._gauge is not None:
+            self._gauge.set(0)  # until the first admission says otherwise
         self._last_state = "closed"
 
     def observe(self, state: str) -> None:
         """Note the state the admission script saw (metrics, transition log)."""
         if state != self._last_state:
-            self._gauge.set(STATE_VALUES[state])
+            if self._gauge is not None:
+                self._gauge.set(STATE_VALUES[state])
             self._last_state = state
 
     def record(self, admission: Admission, ok: bool) -> None:
@@ -146,6 +151,10 @@ class CircuitBreaker:
             fail_open(self.redis, "breaker", exc)
             return
         state = state.decode() if isinstance(state, bytes) else state
+        if state != admission.breaker_state:
+            from nexus_core.exporter import note_breaker
+
+            note_breaker(self.redis, self.key, state)
         if state != admission.breaker_state and state != self._last_state:
             metrics.BREAKER_TRANSITIONS.labels(self.provider_id, state).inc()
             log = logger.warning if state == "open" else logger.info

@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "redis": "nexus_core.commands.redis_cmd:redis_group",
     "doctor": "nexus_core.commands.doctor:doctor",
     "health": "nexus_core.commands.health:health",
+    "metrics": "nexus_core.commands.metrics_cmd:metrics_group",
 }
 
 

@@ -143,6 +143,43 @@ class OneOrMore:
 
 
 @attrs.frozen
+class Flag:
+    """A yes/no switch: true/false, yes/no, on/off, 1/0 (any case)."""
+
+    def describe(self) -> str:
+        return "true or false (also yes/no, on/off, 1/0)"
+
+    def __call__(self, name: str, raw: str) -> bool:
+        value = raw.strip().lower()
+        if value in ("true", "yes", "on", "1"):
+            return True
+        if value in ("false", "no", "off", "0"):
+            return False
+        raise ConfigError(f"{name} must be {self.describe()}, got {_shown(raw)}")
+
+
+@attrs.frozen
+class Token:
+    """A bearer token: at least ``min_length`` visible ASCII characters, no spaces."""
+
+    min_length: int = 16
+
+    def describe(self) -> str:
+        return f"a token of at least {self.min_length} visible ASCII characters (no spaces)"
+
+    def __call__(self, name: str, raw: str) -> str:
+        value = raw.strip()
+        if not all(33 <= ord(c) <= 126 for c in value):
+            raise ConfigError(f"{name} must be {self.describe()}: it has a space, a control "
+                              "or a non-ASCII character")
+        if len(value) < self.min_length:
+            raise ConfigError(f"{name} must be {self.describe()}, got {len(value)} characters "
+                              "(`python -c 'import secrets; print(secrets.token_urlsafe(32))'` "
+                              "makes one)")
+        return value
+
+
+@attrs.frozen
 class Url:
     """A URL with one of ``schemes``; checked for what each scheme needs (a host, a port in
     1..65535, a Redis database number)."""
@@ -398,6 +435,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NEXUS_HEALTH_INTERVAL", "900",
             "Seconds between scheduled health checks of each active installation (0: none)",
             "health_interval", _seconds(0, 7 * _DAY, integer=True)),
+    Setting("NEXUS_METRICS_TOKEN", None,
+            "Bearer token for /metrics and the /readyz details on the public port (unset: "
+            "the public /metrics is a 404; the metrics listener asks for it too when set)",
+            "metrics_token", Token()),
+    Setting("NEXUS_METRICS_TENANT_LABELS", "false",
+            "Add a tenant_id label to the operation, page and record series, and keep "
+            "nexus_breaker_state per installation (one series per tenant or installation: "
+            "mind the cardinality)", "metrics_tenant_labels", Flag()),
+    Setting("NEXUS_METRICS_DIR", None,
+            "Where nexus serve / run-worker keep their per-process metrics files (default: "
+            "<tmp>/nexus-metrics); `nexus metrics serve` reads every process's there",
+            "metrics_dir", Text("a directory path")),
 )
 
 _BY_ENV = {s.env: s for s in SETTINGS}
@@ -453,6 +502,9 @@ class Settings:
     oauth_state_ttl: float = 600.0
     connect_link_ttl: float = 3600.0
     health_interval: int = 900
+    metrics_token: str | None = attrs.field(default=None, repr=False)
+    metrics_tenant_labels: bool = False
+    metrics_dir: str | None = None
     #: Everything read (environment over .env): provider plugins' variables live here.
     raw: Mapping[str, str] = attrs.field(factory=dict, repr=False, eq=False)
 

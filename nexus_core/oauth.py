@@ -304,7 +304,10 @@ def complete_authorization(
         tenant_id=stored.tenant_id, install_id=stored.install_id, provider=provider_id,
         config=config, account_id=account,
     )
-    with auth.operation(provider, settings, where, config):
+    from nexus_core import metrics
+
+    with metrics.Operation(provider_id, "auth", stored.tenant_id), \
+            auth.operation(provider, settings, where, config):
         with hook_context(registry, provider, "authorize", ctx, settings) as hook_ctx:
             creds = registry.hook("authorize", provider_id)(
                 ctx=hook_ctx, code=code, redirect_uri=stored.redirect_uri,
@@ -376,7 +379,10 @@ def lock_name(provider: str, tenant_id: str, install_id: str) -> str:
 
 
 def _mark_needs_reauth(store: SyncStore, inst: Installation, exc: AuthError) -> None:
+    from nexus_core import metrics
+
     store.set_status(inst.tenant_id, inst.install_id, "needs_reauth")
+    metrics.NEEDS_REAUTH.labels(inst.provider, "refresh").inc()
     logger.bind(provider=inst.provider, tenant_id=inst.tenant_id,
                 install_id=inst.install_id).error(
         "installation marked needs_reauth: {} — not retrying; the tenant must reconnect "
@@ -432,7 +438,10 @@ def refresh_credentials(
                 tenant_id=tenant_id, install_id=install_id, provider=inst.provider,
                 credentials=current, config=inst.config, account_id=inst.account_id,
             )
-            with auth.operation(provider, settings, where, inst.config):
+            from nexus_core import metrics
+
+            with metrics.Operation(inst.provider, "refresh", tenant_id), \
+                    auth.operation(provider, settings, where, inst.config):
                 with hook_context(registry, provider, "refresh", ctx, settings,
                                   redis) as hook_ctx:
                     fresh = registry.hook("refresh", inst.provider)(ctx=hook_ctx)

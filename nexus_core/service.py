@@ -143,12 +143,18 @@ class IntegrationService:
                                 "work without it")
         return ConfigValidation(not errors, errors, warnings)
 
-    def get_connector_stats(self, *, sync: bool = False) -> dict[str, Any]:
+    def get_connector_stats(self, *, sync: bool = False,
+                            tenant_id: str | None = None) -> dict[str, Any]:
         """Counts over the installed connectors and plugins; with ``sync``, also installations
-        by status and recent sync runs by status (:meth:`get_sync_stats`, reads the store)."""
+        by status and recent sync runs by status (:meth:`get_sync_stats`, reads the store);
+        with ``tenant_id``, that tenant's figures under ``"tenant"``
+        (:meth:`get_tenant_stats`) — the per-tenant view the metrics leave out unless
+        NEXUS_METRICS_TENANT_LABELS is on."""
         providers = self.get_available_connectors()
         infos = self.registry.infos
         extra = self.get_sync_stats() if sync else {}
+        if tenant_id is not None:
+            extra["tenant"] = self.get_tenant_stats(tenant_id)
         return {
             **extra,
             "connectors": len(providers),
@@ -436,6 +442,15 @@ class IntegrationService:
             "recent_runs": dict(Counter(r.status for r in runs)),
             "records_synced_recent": sum(r.records for r in runs),
         }
+
+    def get_tenant_stats(self, tenant_id: str, *, limit: int = 1000) -> dict[str, Any]:
+        """One tenant's installations and, per installation and operation (backfill, delta),
+        over its latest ``limit`` sync runs: runs, success rate (succeeded / finished),
+        p50/p95 duration of the finished runs, records, and the last error with when it
+        happened. Only this tenant's rows are read."""
+        from nexus_core.stats import tenant_stats
+
+        return tenant_stats(self.store, tenant_id, limit=limit)
 
     # -- webhooks and health ---------------------------------------------------------------
 

@@ -7,9 +7,15 @@
                                          consent page (state + PKCE); nothing else starts a flow
 ``GET /integrations/{p}/callback``       code exchange, store, first backfill, small HTML page
 ``GET /healthz``                         the process is alive
-``GET /readyz``                          Redis and the store answer
-``GET /metrics``                         Prometheus text format
+``GET /readyz``                          Redis and the store answer (status only; the
+                                         details with the metrics token)
+``GET /metrics``                         Prometheus text format, only with
+                                         ``Authorization: Bearer <NEXUS_METRICS_TOKEN>``
 =======================================  ===================================================
+
+This app faces the internet. ``/metrics`` (tenant and provider names, error counts) and the
+``/readyz`` details are for operators: ``nexus serve --metrics-port`` serves them on a separate
+listener (:mod:`nexus_core.exporter`); on this one they need the bearer token.
 
 Everything a worker process needs (Redis client, store, plugin registry) is created by
 :func:`create_app`, which gunicorn calls in each worker after ``fork``.
@@ -123,7 +129,7 @@ class WebhookResource:
             )
             result = ingress.ingest(provider.id, request, webhook_key=key)
         except WebhookRejected as exc:
-            webhooks.record_outcome(label, f"rejected_{exc.status}")
+            webhooks.record_rejection(label, exc)
             if exc.status >= 500:
                 resp.append_header("Retry-After", "30")
             else:
@@ -156,9 +162,15 @@ class HealthResource:
 
 
 class ReadyResource:
-    def __init__(self, redis: RedisClient, store: _Lazy) -> None:
+    """``details``: say which dependency failed and how (the private listener); else only
+    ``{"ready": bool}``, unless the request carries the metrics token."""
+
+    def __init__(self, redis: RedisClient, store: _Lazy, *, details: bool = False,
+                 token: str | None = None) -> None:
         self._redis = redis
         self._store = store
+        self._details = details
+        self._token = token
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         checks: dict[str, str] = {}
@@ -175,24 +187,41 @@ class ReadyResource:
         except Exception as exc:
             checks["store"] = f"unreachable: {type(exc).__name__}"
         ready = all(v == "ok" for v in checks.values())
-        _json(resp, 200 if ready else 503, {"ready": ready, **checks})
+        from nexus_core.exporter import token_ok
+
+        if self._details or token_ok(req.get_header("Authorization"), self._token):
+            _json(resp, 200 if ready else 503, {"ready": ready, **checks})
+        else:
+            _json(resp, 200 if ready else 503, {"ready": ready})
 
 
 class MetricsResource:
+    """The public port's ``/metrics``: a 404 unless NEXUS_METRICS_TOKEN is set, then a 401
+    without ``Authorization: Bearer <token>``."""
+
+    def __init__(self, token: str | None, redis: Any, store: _Lazy) -> None:
+        from nexus_core.exporter import StateCollector
+
+        self._token = token
+        self._state = StateCollector(redis, store.get)
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        import os
+        from prometheus_client import CONTENT_TYPE_LATEST
 
-        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+        from nexus_core import metrics
+        from nexus_core.exporter import token_ok
 
-        registry = REGISTRY
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            # Several gunicorn workers: aggregate their counters (prometheus_client's own way).
-            from prometheus_client import CollectorRegistry, multiprocess
-
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+        if not self._token:
+            _json(resp, 404, {"error": "metrics are not served on this port: scrape the "
+                              "metrics listener (nexus serve --metrics-port) or set "
+                              "NEXUS_METRICS_TOKEN"})
+            return
+        if not token_ok(req.get_header("Authorization"), self._token):
+            resp.append_header("WWW-Authenticate", 'Bearer realm="nexus-metrics"')
+            _json(resp, 401, {"error": "a bearer token (NEXUS_METRICS_TOKEN) is required"})
+            return
         resp.content_type = CONTENT_TYPE_LATEST
-        resp.data = generate_latest(registry)
+        resp.data = metrics.exposition(state=self._state)
 
 
 def _page(resp: falcon.Response, status: int, title: str, message: str) -> None:
@@ -349,6 +378,7 @@ def create_app(
     app.add_route("/integrations/{provider}/authorize", oauth_routes, suffix="authorize")
     app.add_route("/integrations/{provider}/callback", oauth_routes, suffix="callback")
     app.add_route("/healthz", HealthResource())
-    app.add_route("/readyz", ReadyResource(redis, lazy_store))
-    app.add_route("/metrics", MetricsResource())
+    token = settings.metrics_token
+    app.add_route("/readyz", ReadyResource(redis, lazy_store, token=token))
+    app.add_route("/metrics", MetricsResource(token, redis, lazy_store))
     return app

@@ -70,7 +70,8 @@ __all__ = [
     "DEFAULT_DEDUPE_TTL", "DEFAULT_MAX_BODY", "DEFAULT_TOLERANCE", "SCHEMES",
     "Check", "IngressOptions", "IngressResult", "Target", "Verifier", "WebhookIngress",
     "configured_secrets", "delivery_id", "hmac_message", "hubspot_uri", "ingest_webhook",
-    "parse_stripe_header", "public_request_url", "record_outcome", "sign_hmac",
+    "parse_stripe_header", "public_request_url", "record_outcome", "record_rejection",
+    "rejection_reason", "sign_hmac",
     "sign_hubspot_v1", "sign_hubspot_v2", "sign_hubspot_v3", "sign_slack",
     "sign_standard_webhooks", "sign_stripe", "standard_webhooks_key", "stripe_header",
     "verify_hmac", "verify_hubspot_v1", "verify_hubspot_v2", "verify_hubspot_v3",
@@ -604,8 +605,41 @@ INGRESS_SECONDS = Histogram(
 )
 
 
+REJECTIONS = Counter(
+    "nexus_webhook_rejections",
+    "Webhook deliveries refused, by reason: signature, timestamp, missing_signature, "
+    "malformed_signature, account_mismatch, unknown_target, too_large, bad_body, no_secret, "
+    "unavailable (or status_<code>)",
+    ["provider", "reason"],
+)
+
+
 def record_outcome(provider: str, outcome: str) -> None:
     DELIVERIES.labels(provider, outcome).inc()
+
+
+def rejection_reason(exc: WebhookRejected) -> str:
+    """A bounded name for why a delivery was refused (a metric label; the message is logged)."""
+    text = exc.message.lower()
+    if exc.status == 401:
+        for word, reason in (("timestamp", "timestamp"), ("missing", "missing_signature"),
+                             ("malformed", "malformed_signature"),
+                             ("expected a", "malformed_signature")):
+            if word in text:
+                return reason
+        return "signature"
+    if "another account" in text:
+        return "account_mismatch"
+    if "secret not configured" in text:
+        return "no_secret"
+    return {400: "bad_body", 404: "unknown_target", 413: "too_large",
+            503: "unavailable"}.get(exc.status, f"status_{exc.status}")
+
+
+def record_rejection(provider: str, exc: WebhookRejected) -> None:
+    """Count a refused delivery: its outcome ``rejected_<status>`` and its reason."""
+    record_outcome(provider, f"rejected_{exc.status}")
+    REJECTIONS.labels(provider, rejection_reason(exc)).inc()
 
 
 def public_request_url(options: IngressOptions, raw_path_and_query: str, seen_url: str) -> str:
@@ -661,7 +695,7 @@ def ingest_webhook(
     try:
         result = ingress.ingest(provider, request, install_id=install_id, tenant_id=tenant_id)
     except WebhookRejected as exc:
-        record_outcome(provider, f"rejected_{exc.status}")
+        record_rejection(provider, exc)
         raise
     record_outcome(provider, result.outcome)
     return result

@@ -26,6 +26,8 @@ from nexus_core.sync.rq_adapter import TracebackOncePerJob
 if TYPE_CHECKING:
     from nexus_core.seams import RedisClient
 
+_workers_made = 0
+
 
 class _NexusWorkerMixin(TracebackOncePerJob):
     """What every nexus worker adds to RQ's: JSON, short idle loop, lease-based recovery,
@@ -50,6 +52,10 @@ class _NexusWorkerMixin(TracebackOncePerJob):
         kwargs.setdefault("worker_ttl", 15 + max(1, int(self.recovery_interval)))
         super().__init__(queues_, *args, **kwargs)  # type: ignore[call-arg]
         self._last_recovery: float | None = None
+        global _workers_made
+        _workers_made += 1
+        #: This worker among those this process ran (a supervised restart makes a new one).
+        self.nexus_number = _workers_made
         self.nexus_stop_requested = False
         self.nexus_burst = False
         # Before the fork: every work-horse inherits the loaded plugins. The job code, the
@@ -130,8 +136,11 @@ def _classes() -> tuple[type, type]:
             self._lease_written: str | None = None
 
         def main_work_horse(self, job: Any, queue: Any) -> None:
+            from nexus_core import metrics
             from nexus_core.sync import lease
 
+            # the metrics files this worker's horses share (see nexus_core.metrics)
+            metrics.become_work_horse(os.getppid(), self.nexus_number)
             lease.parent_keeps_lease(os.getppid())
             super().main_work_horse(job, queue)
 
@@ -157,8 +166,10 @@ def _classes() -> tuple[type, type]:
         def fork_work_horse(self, job: Any, queue: Any) -> None:
             import gc
 
+            from nexus_core import metrics
             from nexus_core.sync import harness
 
+            metrics.observe_queue_wait(job)
             harness.warm_up(job.func_name)  # the first job of its kind: imports, caches
             # The job's first store reads, on this process's warm connection: the horse
             # inherits them and opens no database connection for a job that writes nothing.
@@ -176,8 +187,10 @@ def _classes() -> tuple[type, type]:
         """Runs jobs in its own process (``--no-fork``, tests)."""
 
         def execute_job(self, job: Any, queue: Any) -> Any:
+            from nexus_core import metrics
             from nexus_core.sync import harness
 
+            metrics.observe_queue_wait(job)
             harness.warm_up(job.func_name)
             return super().execute_job(job, queue)
 

@@ -20,6 +20,7 @@ def pytest_configure(config):
     os.environ.setdefault("NEXUS_DATABASE_URL", f"sqlite:///{scratch}/nexus.db")
     os.environ.setdefault("NEXUS_KEY_FILE", f"{scratch}/encryption.key")
     os.environ.setdefault("NEXUS_SINK_DIR", f"{scratch}/sink")
+    os.environ.setdefault("NEXUS_METRICS_DIR", f"{scratch}/metrics")
     # Tests name their Redis; none starts a development server by accident (test_embedded
     # turns it on explicitly).
     os.environ.setdefault("NEXUS_EMBEDDED_REDIS", "off")

@@ -24,8 +24,14 @@ from nexus_core.commands._output import user_errors
 @click.option("--no-fork", is_flag=True,
               help="Run jobs in the worker processes themselves (RQ SimpleWorker): less per-job "
               "cost, no isolation between jobs.")
+@click.option("--metrics-port", default=None, type=click.IntRange(1, 65535),
+              help="Serve /metrics (every worker and job of this command, plus queue and "
+              "dead-letter depths) and /readyz on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Interface of the metrics port (0.0.0.0: every interface).")
 def run_worker(queue_names: tuple[str, ...], workers: int | None, burst: bool,
-               with_scheduler: bool, no_fork: bool) -> None:
+               with_scheduler: bool, no_fork: bool, metrics_port: int | None,
+               metrics_host: str) -> None:
     """Process sync jobs from Redis (REDIS_URL) with RQ workers.
 
     SIGTERM/SIGINT is a warm shutdown: a running backfill finishes its current page, commits its
@@ -33,13 +39,30 @@ def run_worker(queue_names: tuple[str, ...], workers: int | None, burst: bool,
     (it resumes from its last checkpoint). Jobs of a worker that died are requeued by the next
     worker within NEXUS_JOB_LEASE_TTL seconds.
     """
-    from nexus_core.runtime import check_startup
+    from nexus_core import exporter, metrics
+    from nexus_core.runtime import check_startup, get_settings
     from nexus_core.worker import run_worker as run
 
     with user_errors():
         check_startup()
-        run(list(queue_names) or None, workers=workers, burst=burst,
-            with_scheduler=with_scheduler, simple=no_fork)
+        settings = get_settings()
+        # Every process of this command (pools, workers, the work-horse of each job) writes
+        # its series under one directory; see nexus_core.metrics.
+        metrics.use_private_dir("worker", settings)
+        proc = None
+        if metrics_port is not None:
+            try:
+                proc = exporter.start_exporter(metrics_host, metrics_port, settings)
+            except OSError as exc:
+                from nexus_core.errors import ConfigError
+
+                raise ConfigError(f"cannot listen on {metrics_host}:{metrics_port} for "
+                                  f"metrics: {exc.strerror or exc}") from None
+        try:
+            run(list(queue_names) or None, workers=workers, burst=burst,
+                with_scheduler=with_scheduler, simple=no_fork)
+        finally:
+            exporter.stop_exporter(proc)
 
 
 @click.command("scheduler")

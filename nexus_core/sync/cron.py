@@ -342,7 +342,7 @@ class DeltaScheduler:
         while not self.stop.is_set():
             if self.parent_pid is not None and os.getppid() != self.parent_pid:
                 return  # never outlive `run-worker --with-scheduler`
-            self.heartbeat()
+            self.heartbeat()  # `nexus doctor` and the nexus_scheduler_up series read it
             self.tick()
             self.tick_health()
             self.stop.wait(min(5.0, self.seconds_to_next_slot()) + 0.001)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from loguru import logger
 
-from nexus_core import queues
+from nexus_core import metrics, queues
 from nexus_core import runtime as rt
 from nexus_core.errors import NexusError, ProviderError, ProviderUnavailable, RateLimited
 from nexus_core.models import ConnectorContext, SyncPage
@@ -226,6 +226,7 @@ def _sync_stream(
                 cursor = new_cursor
                 progress.pages += 1
                 progress.records += n
+                metrics.count_pages(ctx.provider, kind, t, 1, n)
                 report()
                 if page.done:
                     progress.streams_done.append(stream)
@@ -244,6 +245,18 @@ def _sync_stream(
 
 def _run_sync(kind: str, provider: str, tenant_id: str, install_id: str, stream: str | None,
               run_id: str | None, chunk: int) -> Any:
+    with metrics.Operation(provider, kind, tenant_id) as op:
+        result = _run_sync_chunk(kind, provider, tenant_id, install_id, stream, run_id, chunk)
+        if isinstance(result, dict):
+            op.outcome = {"stale": "stale", "continued": "continued"}.get(
+                result.get("status", ""), "succeeded")
+        else:  # RQ's Retry: deferred
+            op.outcome = "deferred"
+        return result
+
+
+def _run_sync_chunk(kind: str, provider: str, tenant_id: str, install_id: str,
+                    stream: str | None, run_id: str | None, chunk: int) -> Any:
     with job_env(provider, tenant_id, install_id) as env:
         started = time.monotonic()
         deadline = started + env.opts.time_budget
@@ -313,7 +326,7 @@ def _run_sync(kind: str, provider: str, tenant_id: str, install_id: str, stream:
             logger.warning("{}", exc.message)
             return {"status": "stale", "pages": progress.pages, "records": progress.records}
         except (RateLimited, ProviderUnavailable) as exc:
-            retry = defer(env, exc)
+            retry = defer(env, exc, kind)
             if reporter is not None:
                 publish(env.redis, reporter.key, {
                     "type": "deferred", "job_id": env.job.id, "error": exc.message,

@@ -95,6 +95,8 @@ class _ProcessStore:
 _preloaded: tuple[str, Any] | None = None
 
 _KINDS = {queues.JOB_BACKFILL: "backfill", queues.JOB_DELTA: "delta"}
+#: The operation label of each job function's metrics.
+_OPERATIONS = {**_KINDS, queues.JOB_WEBHOOK: "webhook", queues.JOB_HEALTH: "health"}
 #: Jobs that need only the installation (and credentials): read through the worker's copies.
 _INSTALLATION_JOBS = (queues.JOB_WEBHOOK, queues.JOB_HEALTH)
 
@@ -299,10 +301,12 @@ def installation_state(env: Env, provider: str, tenant_id: str, install_id: str)
                                                 credentials=creds)
 
 
-def defer(env: Env, exc: RateLimited | ProviderUnavailable) -> Any:
+def defer(env: Env, exc: RateLimited | ProviderUnavailable, operation: str) -> Any:
     """Reschedule the job after ``retry_after`` by returning RQ's ``Retry``: RQ counts those in
     ``number_of_retries``, not in the ``retries_left`` of the failure policy."""
     from rq import Retry
+
+    from nexus_core import metrics
 
     done = (env.job.number_of_retries or 0) if env.job is not None else 0
     if env.job is None or done >= env.opts.max_deferrals:
@@ -312,6 +316,8 @@ def defer(env: Env, exc: RateLimited | ProviderUnavailable) -> Any:
             install_id=exc.install_id,
         ) from exc
     delay = max(1, math.ceil(exc.retry_after))
+    metrics.JOB_DEFERRALS.labels(exc.provider or "unknown", operation,
+                                 metrics.deferral_reason(exc)).inc()
     logger.info("{}: rescheduled in {} s (not counted as a retry)", type(exc).__name__, delay)
     return Retry(max=env.opts.max_deferrals, interval=delay)
 
@@ -338,20 +344,31 @@ def on_job_failure(
     Permanent errors set ``retries_left`` to 0 so RQ moves the job straight to the
     FailedJobRegistry; ``AuthError(needs_reauth)`` also marks the installation. When the job
     will not run again, its sync run is recorded as failed."""
+    from nexus_core import metrics
+
     kwargs = job.kwargs or {}
     tenant_id, install_id = kwargs.get("tenant_id"), kwargs.get("install_id")
+    provider, operation = kwargs.get("provider") or "unknown", _OPERATIONS.get(job.func_name,
+                                                                               "other")
     try:
-        if is_permanent(exc_value):
+        permanent = is_permanent(exc_value)
+        if permanent:
             job.retries_left = 0
         store = rt.get_store()
         if isinstance(exc_value, AuthError) and exc_value.needs_reauth and tenant_id and install_id:
             with suppress(NotFound):
+                # a refresh in the job may have marked it already (and counted it)
+                if store.get_installation(tenant_id, install_id).status != "needs_reauth":
+                    metrics.NEEDS_REAUTH.labels(provider, "job").inc()
                 store.set_status(tenant_id, install_id, "needs_reauth")
         error = f"{getattr(exc_type, '__name__', exc_type)}: {exc_value}"[:2000]
         run_id = kwargs.get("run_id") or (job.meta or {}).get("nexus_run_id")
         if job.should_retry:
+            metrics.JOB_RETRIES.labels(provider, operation).inc()
             follow.job_failed(connection, job, final=False, error=error, run_id=run_id)
             return  # the worker logs the failure (its traceback once per job)
+        metrics.JOBS_DEAD_LETTERED.labels(provider, operation,
+                                          "permanent" if permanent else "exhausted").inc()
         if run_id and tenant_id:
             store.finish_run(tenant_id, run_id, "failed", error=error)
         follow.job_failed(connection, job, final=True, error=error, run_id=run_id)

@@ -35,5 +35,10 @@ def run_health_check(provider: str, tenant_id: str, install_id: str) -> Any:
                 rt.close_context(ctx)
         record(env.store, provider, tenant_id, install_id, health)
         if health.details.get("needs_reauth"):
+            from nexus_core import metrics
+
+            # a refresh during the check may have marked it already (and counted it)
+            if env.store.get_installation(tenant_id, install_id).status != "needs_reauth":
+                metrics.NEEDS_REAUTH.labels(provider, "health").inc()
             env.store.set_status(tenant_id, install_id, "needs_reauth")
         return unstructure(health)

@@ -247,6 +247,9 @@ def recover_abandoned(
                              count - 1)
                 continue
             job.failed_job_registry.requeue(job, at_front=True)
+            from nexus_core import metrics
+
+            metrics.JOBS_RECOVERED.labels(name).inc()
             logger.warning("recovered abandoned job {} on {} (recovery {})", job_id, name, count)
             recovered.append(job_id)
     return recovered + recover_unstarted(connection, names, lease_ttl=lease_ttl, now=now)

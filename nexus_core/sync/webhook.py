@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from nexus_core import queues
+from nexus_core import metrics, queues
 from nexus_core import runtime as rt
 from nexus_core.errors import NexusError, ProviderUnavailable, RateLimited
 from nexus_core.sync.harness import defer, installation_state, job_env
@@ -94,7 +94,8 @@ def run_webhook(provider: str, tenant_id: str, install_id: str, request: dict[st
     if "body" not in request:
         request = {**request, "body": _stored_webhook_body(provider, tenant_id, install_id)}
     req = structure(request, WebhookRequest)
-    with job_env(provider, tenant_id, install_id) as env:
+    with metrics.Operation(provider, "webhook", tenant_id) as op, \
+            job_env(provider, tenant_id, install_id) as env:
         state = installation_state(env, provider, tenant_id, install_id)
         ctx = rt.build_context(env.store, env.registry, tenant_id, install_id, provider=provider,
                                redis=env.redis, settings=env.settings, state=state,
@@ -110,9 +111,14 @@ def run_webhook(provider: str, tenant_id: str, install_id: str, request: dict[st
             if events:
                 env.registry.pm.hook.process_events(ctx=ctx, events=events)
         except (RateLimited, ProviderUnavailable) as exc:
-            return defer(env, exc)
+            op.outcome = "deferred"
+            return defer(env, exc, "webhook")
         finally:
             rt.close_context(ctx)
+        metrics.count_pages(provider, "webhook", tenant_id, 0, len(records))
+        if events:
+            metrics.WEBHOOK_EVENTS.labels(provider, metrics.tenant_label(tenant_id)).inc(
+                len(events))
         out = {"events": len(events)}
         if records:
             out["records"] = len(records)

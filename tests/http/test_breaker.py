@@ -25,8 +25,19 @@ def _fail_until_open(session, threshold=3):
         assert not isinstance(err.value, ProviderUnavailable)
 
 
+@pytest.fixture
+def per_installation_series():
+    """nexus_breaker_state has one series per installation: kept only with
+    NEXUS_METRICS_TENANT_LABELS on."""
+    from nexus_core import metrics
+
+    metrics.reset_tenant_labels(True)
+    yield
+    metrics.reset_tenant_labels(None)
+
+
 def test_a_500_storm_opens_the_breaker_for_that_installation_only(
-    redis_url, provider_server, open_session, kit, no_retry_provider
+    redis_url, provider_server, open_session, kit, no_retry_provider, per_installation_series
 ):
     def app(req):  # the provider fails for one installation's account only
         if req.headers.get("Authorization") == "Bearer broken":
@@ -208,3 +219,25 @@ def test_a_probe_whose_worker_died_is_replaced_after_its_lease(redis_client):
     assert replacement.probe is True
     other_breaker.record(replacement, ok=True)
     assert other_limiter.acquire(other_breaker, lease=False) == Admission()
+
+
+def test_without_tenant_labels_no_series_is_kept_per_installation(
+    redis_url, provider_server, open_session, kit, no_retry_provider
+):
+    from nexus_core import metrics
+
+    metrics.reset_tenant_labels(False)
+    provider_server.answer(lambda req: kit.json_answer(500, {"message": "down"}))
+    client = redis_lib.Redis.from_url(redis_url)
+    try:
+        session = open_session(provider_server.url, provider=no_retry_provider, redis=client,
+                               install_id="i-unlabelled",
+                               credentials=lambda: Credentials(access_token="x"))
+        _fail_until_open(session)
+        assert REGISTRY.get_sample_value(
+            "nexus_breaker_state", {"provider": "acme", "install_id": "i-unlabelled"}) is None
+        assert REGISTRY.get_sample_value(
+            "nexus_breaker_transitions_total", {"provider": "acme", "state": "open"}) >= 1
+    finally:
+        client.close()
+        metrics.reset_tenant_labels(None)

@@ -106,6 +106,18 @@ def test_refresh_grant_from_a_custom_refresh_hook_rotates_and_marks_revoked_gran
             assert ctx.http is not None
             return auth.refresh_grant(ctx)
 
+    from prometheus_client import REGISTRY
+
+    from nexus_core import metrics
+
+    def count(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0
+
+    metrics.reset_tenant_labels(False)
+    op = {"provider": "acme", "operation": "refresh", "tenant_id": ""}
+    before = (count("nexus_operation_duration_seconds_count", outcome="succeeded", **op),
+              count("nexus_operation_duration_seconds_count", outcome="needs_reauth", **op),
+              count("nexus_needs_reauth_total", provider="acme", source="refresh"))
     seed = token_server.seed_refresh_token()
     store.add_installation("t", "i", "acme",
                            credentials=Credentials(access_token="a0", refresh_token=seed))
@@ -121,6 +133,11 @@ def test_refresh_grant_from_a_custom_refresh_hook_rotates_and_marks_revoked_gran
                                       settings=settings)
     assert err.value.needs_reauth
     assert store.get_installation("t", "i").status == "needs_reauth"
+    after = (count("nexus_operation_duration_seconds_count", outcome="succeeded", **op),
+             count("nexus_operation_duration_seconds_count", outcome="needs_reauth", **op),
+             count("nexus_needs_reauth_total", provider="acme", source="refresh"))
+    metrics.reset_tenant_labels(None)
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]
 
 
 # -- a provider that signs its token responses (Salesforce-style) ----------------------------

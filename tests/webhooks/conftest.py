@@ -171,6 +171,7 @@ BASE_ENV = {
     "ACME_HMAC_SECRET": ACME_HMAC_SECRET,
     "NEXUS_PUBLIC_URL": PUBLIC_URL,
     "NEXUS_WEBHOOK_MAX_BODY": "65536",
+    "NEXUS_METRICS_TOKEN": "metrics-token-for-tests",
     "HUBSPOT_CLIENT_ID": "hs-client-id",
     "HUBSPOT_REDIRECT_URI": "http://localhost:3000/integrations/hubspot/callback",
 }

@@ -8,12 +8,18 @@ import time
 import falcon
 import pytest
 from falcon import testing
+from hypothesis import given
+from hypothesis import strategies as st
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from nexus_core.ids import split_key
 from nexus_core.jobs import webhook_request_of
 from nexus_core.queues import JOB_WEBHOOK, job_id
+
+#: The public port shows /metrics and the /readyz details only with the metrics token
+#: (NEXUS_METRICS_TOKEN in conftest's environment).
+METRICS_AUTH = {"Authorization": "Bearer metrics-token-for-tests"}
 
 
 def jobs(queue):
@@ -83,7 +89,7 @@ def test_events_of_unknown_accounts_are_counted_and_dropped_not_refused(
     resp = post(client, "/webhooks/hubspot", only_unknown, h.hubspot_headers(only_unknown))
     assert resp.status_code == 200 and resp.json["enqueued"] == 0
     assert len(webhook_queue) == 1
-    metrics = client.simulate_get("/metrics").text
+    metrics = client.simulate_get("/metrics", headers=METRICS_AUTH).text
     assert 'nexus_webhook_unknown_account_events_total{provider="hubspot"}' in metrics
 
 
@@ -146,7 +152,7 @@ def test_deliveries_for_an_inactive_installation_are_answered_not_enqueued(
     assert resp.status_code == 200 and resp.json["enqueued"] == 0
     assert resp.json["ignored_installations"] == 1
     assert len(webhook_queue) == 1
-    metrics = client.simulate_get("/metrics").text
+    metrics = client.simulate_get("/metrics", headers=METRICS_AUTH).text
     assert (f'nexus_webhook_ignored_installations_total{{provider="hubspot",status="{status}"}}'
             in metrics)
     assert 'outcome="ignored_inactive",provider="hubspot"' in metrics
@@ -494,13 +500,31 @@ def test_metrics_count_deliveries_by_provider_and_outcome(client, h):
     post(client, "/webhooks/hubspot", body, h.hubspot_headers(body))
     post(client, "/webhooks/hubspot", body, h.hubspot_headers(body, secret="x"))
     post(client, "/webhooks/ghost", body, headers)
-    resp = client.simulate_get("/metrics")
+    resp = client.simulate_get("/metrics", headers=METRICS_AUTH)
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
     text = resp.text
     for outcome in ("enqueued", "duplicate", "rejected_401"):
         assert f'nexus_webhook_deliveries_total{{outcome="{outcome}",provider="hubspot"}}' in text
     assert 'nexus_webhook_deliveries_total{outcome="rejected_404",provider="unknown"}' in text
+    assert 'nexus_webhook_rejections_total{provider="hubspot",reason="signature"}' in text
+    assert 'nexus_webhook_rejections_total{provider="unknown",reason="unknown_target"}' in text
     assert "ghost" not in text  # unknown names never become label values
+
+
+REASONS = {"signature", "timestamp", "missing_signature", "malformed_signature",
+           "account_mismatch", "unknown_target", "too_large", "bad_body", "no_secret",
+           "unavailable"}
+
+
+@given(message=st.text(max_size=80), status=st.sampled_from([400, 401, 403, 404, 413, 503]))
+def test_a_rejection_reason_is_one_of_a_bounded_set(message, status):
+    from nexus_core.errors import WebhookRejected
+    from nexus_core.webhooks import rejection_reason
+
+    reason = rejection_reason(WebhookRejected(message or "x", status=status))
+    assert reason in REASONS or reason == f"status_{status}"
+    if status == 401:
+        assert reason in {"signature", "timestamp", "missing_signature", "malformed_signature"}
 
 
 def test_trailing_slash_is_routed_and_signed_as_called(client, webhook_queue, h):

@@ -22,6 +22,10 @@ from nexus_core import webhooks as wh
 from nexus_core.errors import WebhookRejected
 from nexus_core.queues import BACKFILL, JOB_BACKFILL
 
+#: The public port shows /metrics and the /readyz details only with the metrics token
+#: (NEXUS_METRICS_TOKEN in conftest's environment).
+METRICS_AUTH = {"Authorization": "Bearer metrics-token-for-tests"}
+
 # -- OAuth ----------------------------------------------------------------------------------------
 
 
@@ -86,6 +90,28 @@ def test_callback_with_a_refused_code_shows_why_and_enqueues_nothing(
     assert len(Queue(BACKFILL, connection=redis_client, serializer=JSONSerializer)) == 0
     assert queues.active_job_id(
         redis_client, queues.sync_key("backfill", "hubspot", "t-9", "i-9", None)) is None
+
+
+def test_the_code_exchange_is_an_auth_operation_in_the_metrics(client, store, providers,
+                                                              settings):
+    from prometheus_client import REGISTRY
+
+    from nexus_core import metrics
+
+    def count(outcome):
+        return REGISTRY.get_sample_value("nexus_operation_duration_seconds_count", {
+            "provider": "hubspot", "operation": "auth", "outcome": outcome,
+            "tenant_id": ""}) or 0
+
+    metrics.reset_tenant_labels(False)
+    ok, failed = count("succeeded"), count("failed")
+    for install, code in (("i-ok", "good-4242"), ("i-bad", "bad")):
+        location = _authorize(client, store, providers, settings, install=install)
+        state = parse_qs(urlsplit(location).query)["state"][0]
+        client.simulate_get("/integrations/hubspot/callback",
+                            params={"code": code, "state": state})
+    metrics.reset_tenant_labels(None)
+    assert (count("succeeded") - ok, count("failed") - failed) == (1, 1)
 
 
 def test_callback_with_a_provider_error_or_missing_params_is_400(client):
@@ -176,6 +202,8 @@ def test_binding_another_provider_account_needs_a_reconnect_link(
 def test_healthz_and_readyz(client):
     assert client.simulate_get("/healthz").json == {"status": "ok"}
     ready = client.simulate_get("/readyz")
+    assert ready.status_code == 200 and ready.json == {"ready": True}  # the public: status only
+    ready = client.simulate_get("/readyz", headers=METRICS_AUTH)
     assert ready.status_code == 200 and ready.json == {"ready": True, "redis": "ok", "store": "ok"}
 
 
@@ -187,7 +215,8 @@ def test_readyz_is_503_when_redis_or_the_store_is_down(settings, store, provider
 
     dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
     client = testing.TestClient(create_app(settings, store, dead, providers))
-    resp = client.simulate_get("/readyz")
+    assert client.simulate_get("/readyz").json == {"ready": False}
+    resp = client.simulate_get("/readyz", headers=METRICS_AUTH)
     assert resp.status_code == 503 and resp.json["redis"].startswith("unreachable")
     assert client.simulate_get("/healthz").status_code == 200
 
@@ -198,7 +227,7 @@ def test_readyz_is_503_when_redis_or_the_store_is_down(settings, store, provider
             raise StoreError("database is unreachable")
 
     client = testing.TestClient(create_app(settings, BrokenStore(), redis_client, providers))
-    resp = client.simulate_get("/readyz")
+    resp = client.simulate_get("/readyz", headers=METRICS_AUTH)
     assert resp.status_code == 503 and resp.json["store"] == "unreachable: StoreError"
 
 
@@ -331,9 +360,8 @@ def test_nexus_serve_verifies_routes_and_enqueues_through_gunicorn(served, redis
     status, text = call("POST", "/webhooks/example", body + b" ", headers)
     assert status == 401 and b"signature mismatch" in text
     assert call("POST", "/webhooks/example", b"x" * 5000, headers)[0] == 413
-    assert call("GET", "/readyz") == (200, b'{"ready":true,"redis":"ok","store":"ok"}')
-    status, metrics = call("GET", "/metrics")
-    assert b'nexus_webhook_deliveries_total{outcome="duplicate",provider="example"} 1.0' in metrics
+    assert call("GET", "/readyz") == (200, b'{"ready":true}')  # details: the metrics listener
+    assert call("GET", "/metrics")[0] == 404  # no NEXUS_METRICS_TOKEN, no --metrics-port
     queue = Queue("integration-webhook", connection=redis_client, serializer=JSONSerializer)
     (job_id,) = queue.job_ids
     job = Job.fetch(job_id, connection=redis_client, serializer=JSONSerializer)
