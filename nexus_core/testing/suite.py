@@ -39,7 +39,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -609,3 +609,52 @@ def connector_suite(provider_id: str, *, simulator: type[ProviderSimulator],
         "PROVIDER": provider_id, "SIMULATOR": simulator, "SKIP": dict(skip or {}),
         "PLUGIN": plugin,
     })
+
+
+def harness_fixtures(provider_id: str, simulator: type[ProviderSimulator],
+                     **simulator_defaults: Any) -> tuple[Any, Any, Any, Any]:
+    """The four fixtures a plugin's own tests use, for its conftest.py::
+
+        make_sim, sim, harness, nexus = harness_fixtures("acme", AcmeSimulator)
+
+    ``make_sim(**kw)``: a started simulator with one account (``simulator_defaults`` under
+    ``kw``), stopped after the test; ``sim``: one of those; ``harness(sim, **env)``: a
+    :class:`Harness` (settings, registry, store, Redis, the service, the web app) pointed at
+    it, closed after the test; ``nexus``: ``harness(sim)``."""
+
+    @pytest.fixture(name="make_sim")
+    def make_sim_fixture() -> Iterator[Callable[..., ProviderSimulator]]:
+        started: list[ProviderSimulator] = []
+
+        def factory(**kw: Any) -> ProviderSimulator:
+            made = simulator(**{**simulator_defaults, **kw}).start()
+            started.append(made)
+            made.add_account()
+            return made
+
+        yield factory
+        for made in started:
+            made.stop()
+
+    @pytest.fixture(name="sim")
+    def sim_fixture(make_sim: Callable[..., ProviderSimulator]) -> ProviderSimulator:
+        return make_sim()
+
+    @pytest.fixture(name="harness")
+    def harness_fixture(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                        ) -> Iterator[Callable[..., Harness]]:
+        made: list[Harness] = []
+
+        def factory(sim: ProviderSimulator, **env: str) -> Harness:
+            made.append(Harness(provider_id, sim, redis_url, tmp_path, monkeypatch, env=env))
+            return made[-1]
+
+        yield factory
+        for world in made:
+            world.close()
+
+    @pytest.fixture(name="nexus")
+    def nexus_fixture(sim: ProviderSimulator, harness: Callable[..., Harness]) -> Harness:
+        return harness(sim)
+
+    return make_sim_fixture, sim_fixture, harness_fixture, nexus_fixture
