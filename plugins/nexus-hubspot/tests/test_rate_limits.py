@@ -102,7 +102,12 @@ def test_a_daily_429_defers_the_job_until_the_reset_without_retries_or_requests(
     assert nexus.failed_jobs() == []
     for stream in ("contacts", "companies", "deals"):
         got = delivered(nexus, stream)
-        assert sorted(got) == sorted(sim.expected_ids(stream, account))  # each once
+        # each once; on failure say what happened (this test once lost a page under heavy load)
+        assert sorted(got) == sorted(sim.expected_ids(stream, account)), (
+            stream, len(got), len(sim.expected_ids(stream, account)),
+            [(r.method, r.path, r.status) for r in sim.requests() if r.account is not None],
+            [(p["stream"], p["n"]) for p in nexus.recorder.rows("page")],
+            nexus.store.list_runs("t1", "main"))
     (run,) = nexus.store.list_runs("t1", "main")
     assert run.status == "succeeded"
 
