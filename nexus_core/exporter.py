@@ -34,7 +34,6 @@ from nexus_core import ids, queues
 #: The breakers that are not closed: breaker key -> when it last changed (a sorted set kept by
 #: :class:`nexus_core.breaker.CircuitBreaker`), so a scrape never scans the keyspace.
 BREAKER_INDEX = "nexus:cb-index"
-#: Set by every running delta scheduler at each wake-up (every few seconds).
 #: At most this many breakers are read per scrape.
 _MAX_BREAKERS = 10_000
 
