@@ -336,6 +336,71 @@ CARRIES: dict[str, Callable[[WebhookRequest, HmacSpec | None], bool]] = {
 }
 
 
+@attrs.frozen
+class SignedDelivery:
+    """What a sender signs: the body, the URL it goes to, when, and the HMAC spec if any."""
+
+    secret: str
+    body: bytes
+    url: str
+    method: str
+    now: float
+    msg_id: str | None = None
+    spec: HmacSpec | None = None
+
+
+def _headers_hubspot(version: str) -> Callable[[SignedDelivery], dict[str, str]]:
+    def headers(d: SignedDelivery) -> dict[str, str]:
+        if version == "v1":
+            return {"X-HubSpot-Signature-Version": "v1",
+                    "X-HubSpot-Signature": sign_hubspot_v1(d.secret, d.body)}
+        if version == "v2":
+            return {"X-HubSpot-Signature-Version": "v2",
+                    "X-HubSpot-Signature": sign_hubspot_v2(d.secret, d.method, d.url, d.body)}
+        ts = str(int(d.now * 1000))
+        return {"X-HubSpot-Request-Timestamp": ts, "X-HubSpot-Signature-v3":
+                sign_hubspot_v3(d.secret, d.method, hubspot_uri(d.url), d.body, ts)}
+    return headers
+
+
+def _headers_slack(d: SignedDelivery) -> dict[str, str]:
+    ts = str(int(d.now))
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sign_slack(d.secret, ts, d.body)}
+
+
+def _headers_standard(d: SignedDelivery) -> dict[str, str]:
+    ts, mid = str(int(d.now)), d.msg_id or f"msg_{int(d.now * 1e6)}"
+    return {"webhook-id": mid, "webhook-timestamp": ts,
+            "webhook-signature": sign_standard_webhooks(d.secret, mid, ts, d.body)}
+
+
+def _headers_hmac(d: SignedDelivery) -> dict[str, str]:
+    spec = d.spec
+    if spec is None:
+        raise ValueError("scheme 'hmac' signs with an HmacSpec (hmac_spec=...)")
+    stamp = None
+    if spec.timestamp_header:
+        stamp = str(int(d.now * 1000)) if spec.timestamp_unit == "ms" else str(int(d.now))
+    out = {spec.header: sign_hmac(spec, d.secret, d.body, timestamp=stamp, method=d.method,
+                                  url=d.url)}
+    if stamp is not None and spec.timestamp_header:
+        out[spec.timestamp_header] = stamp
+    return out
+
+
+#: scheme -> the headers a provider sends with a delivery signed that way (simulators and tests;
+#: the counterpart of :data:`SCHEMES`).
+SENDERS: dict[str, Callable[[SignedDelivery], dict[str, str]]] = {
+    "hubspot-v1": _headers_hubspot("v1"),
+    "hubspot-v2": _headers_hubspot("v2"),
+    "hubspot-v3": _headers_hubspot("v3"),
+    "slack-v0": _headers_slack,
+    "standard-webhooks": _headers_standard,
+    "stripe": lambda d: {"Stripe-Signature": stripe_header(d.secret, int(d.now), d.body)},
+    "hmac": _headers_hmac,
+}
+
+
 def select_scheme(provider: Provider, request: WebhookRequest) -> str:
     """The scheme that verifies ``request``: the first of ``WebhookConfig.scheme`` and its
     ``fallback_schemes`` whose signature headers the request carries, else ``scheme``."""

@@ -8,8 +8,8 @@ Paging — each returns ``(items of this page, what the answer must carry to rea
 * :func:`number_page` — ``?page=`` (1-based);
 * :func:`link_header` — RFC 8288 ``Link: <…>; rel="next"`` for a next-page URL.
 
-Webhooks — :class:`WebhookSender` signs a body for any scheme the core verifies (HubSpot v1/v2/v3,
-Slack v0, Standard Webhooks, Stripe, a configurable HMAC spec) and posts it.
+Webhooks — :class:`WebhookSender` signs a body for any scheme the core verifies
+(:data:`nexus_core.webhook_schemes.SENDERS`) and posts it.
 """
 
 from __future__ import annotations
@@ -20,15 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-from nexus_core.webhook_schemes import (
-    hubspot_uri,
-    sign_hubspot_v1,
-    sign_hubspot_v2,
-    sign_hubspot_v3,
-    sign_slack,
-    sign_standard_webhooks,
-    stripe_header,
-)
+from nexus_core.webhook_schemes import SENDERS, SignedDelivery
 
 
 def encode_token(offset: int) -> str:
@@ -90,42 +82,12 @@ class WebhookSender:
     def headers(self, body: bytes, url: str, *, method: str = "POST",
                 timestamp: float | None = None, msg_id: str | None = None) -> dict[str, str]:
         """The signature headers for ``body`` sent to ``url`` (``timestamp`` overrides now)."""
-        now = time.time() if timestamp is None else timestamp
-        s = self.scheme
-        if s == "hubspot-v1":
-            return {"X-HubSpot-Signature-Version": "v1",
-                    "X-HubSpot-Signature": sign_hubspot_v1(self.secret, body)}
-        if s == "hubspot-v2":
-            return {"X-HubSpot-Signature-Version": "v2",
-                    "X-HubSpot-Signature": sign_hubspot_v2(self.secret, method, url, body)}
-        if s == "hubspot-v3":
-            ts = str(int(now * 1000))
-            return {"X-HubSpot-Request-Timestamp": ts,
-                    "X-HubSpot-Signature-v3": sign_hubspot_v3(self.secret, method,
-                                                              hubspot_uri(url), body, ts)}
-        if s == "slack-v0":
-            ts = str(int(now))
-            return {"X-Slack-Request-Timestamp": ts,
-                    "X-Slack-Signature": sign_slack(self.secret, ts, body)}
-        if s == "standard-webhooks":
-            ts, mid = str(int(now)), msg_id or f"msg_{int(now * 1e6)}"
-            return {"webhook-id": mid, "webhook-timestamp": ts,
-                    "webhook-signature": sign_standard_webhooks(self.secret, mid, ts, body)}
-        if s == "stripe":
-            return {"Stripe-Signature": stripe_header(self.secret, int(now), body)}
-        if s == "hmac":
-            from nexus_core.webhook_schemes import sign_hmac
-
-            spec = self.hmac_spec
-            stamp = None
-            if spec.timestamp_header:
-                stamp = str(int(now * 1000)) if spec.timestamp_unit == "ms" else str(int(now))
-            out = {spec.header: sign_hmac(spec, self.secret, body, timestamp=stamp,
-                                          method=method, url=url)}
-            if stamp is not None and spec.timestamp_header:
-                out[spec.timestamp_header] = stamp
-            return out
-        raise ValueError(f"no sender for scheme {s!r}")
+        sender = SENDERS.get(self.scheme)
+        if sender is None:
+            raise ValueError(f"no sender for scheme {self.scheme!r}")
+        return sender(SignedDelivery(self.secret, body, url, method,
+                               time.time() if timestamp is None else timestamp,
+                               msg_id=msg_id, spec=self.hmac_spec))
 
     def post(self, url: str, body: bytes, **kw: Any) -> Any:
         """POST ``body`` to ``url`` with fresh signature headers; the ``requests`` response."""
