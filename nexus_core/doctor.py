@@ -332,7 +332,7 @@ def check_plugins(ctx: _Context) -> None:
     loaded = [i.name for i in infos if i.status == "ok"]
     if not ctx.registry.providers:
         ctx.add("plugins", "warn", f"{len(loaded)} plugin(s) loaded, none is a provider",
-                "install a provider plugin (`pip install nexus-hubspot`)")
+                "install a provider plugin (`pip install nexus-<provider>`)")
     else:
         ctx.add("plugins", "ok", f"{len(loaded)} plugin(s) loaded: {', '.join(loaded)}")
 

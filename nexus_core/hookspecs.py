@@ -286,7 +286,7 @@ def rate_limit_wait(
     request sent again; a longer one — a daily quota that resets at midnight — raises
     ``RateLimited(retry_after=...)`` and the job is deferred until then without consuming a
     retry, instead of retrying into the limit. This is how a provider whose limit answer is
-    not a 429 (Salesforce's ``403 REQUEST_LIMIT_EXCEEDED``) is handled too.
+    not a 429 (a ``403 REQUEST_LIMIT_EXCEEDED``) is handled too.
 
     ``firstresult``: only the provider's own plugin is called.
     """

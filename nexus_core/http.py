@@ -109,7 +109,7 @@ class ProviderSession:
         self.max_wait = settings.rate_limit_max_wait
         self._headroom = settings.rate_limit_headroom
         env = provider.base_url_env
-        #: The simulator/sandbox override; it wins over a Salesforce-style ``instance_url``.
+        #: The simulator/sandbox override; it wins over a per-installation API host.
         env_url = (env and (settings.get(env) or os.environ.get(env))) or ""
         self._env_base_url = env_url.rstrip("/")
         self.base_url = self._env_base_url or provider.base_url.rstrip("/")
@@ -189,7 +189,7 @@ class ProviderSession:
         """Send one request with everything applied; returns the provider's answer.
 
         ``rate_limit_bucket`` names one of the provider's ``RateLimits.buckets`` the request
-        draws from instead of the account's main budget (HubSpot's search API).
+        draws from instead of the account's main budget (e.g. a search API).
 
         Raises :class:`RateLimited`, :class:`ProviderUnavailable` (breaker open),
         :class:`ProviderError` (unreachable, or 5xx after the retries) and :class:`AuthError`

@@ -58,7 +58,7 @@ class Stream:
 
     ``primary_key`` is the field (or fields, for a composite key) that identifies a record: a
     sink upserts on it. ``cursor_field`` is the field a delta reads changes by (``updated_at``,
-    HubSpot's ``lastmodifieddate``, Salesforce's ``SystemModstamp``); None when the stream has
+    ``lastmodifieddate``, ``SystemModstamp``); None when the stream has
     no incremental read. ``json_schema`` optionally describes one record's ``data``.
     """
 
@@ -86,8 +86,8 @@ class StreamPattern:
     """Streams an installation may name beyond ``Provider.streams``: any name its config
     lists (``{"streams": ["contacts", "tickets"]}``) that matches ``pattern`` — a regular
     expression matched against the whole name — is a stream with this primary key and cursor
-    field, read by the same hooks. For APIs with open-ended object types: HubSpot's CRM
-    objects (tickets, products, custom objects), Salesforce's sObjects."""
+    field, read by the same hooks. For APIs with open-ended object types (CRM object types,
+    custom objects an account defines)."""
 
     #: A regular expression a stream name must match entirely (`[a-z_]+`).
     pattern: str
@@ -166,7 +166,7 @@ class RateLimits:
 
     ``buckets`` are further budgets of the same account that a request draws from instead of
     this one when it names them (``ctx.http.post(url, json=..., rate_limit_bucket="search")``):
-    an API whose endpoints are limited separately (HubSpot's search API, Slack's method tiers).
+    an API whose endpoints are limited separately (a search API, per-method tiers).
     Each bucket has its own shared limiter and its own 429 cool-down.
     """
 
@@ -277,7 +277,7 @@ def _pause(value: Any) -> float:
 @attrs.frozen
 class Quota:
     """A provider's allowance of requests over a long window — a daily API quota shared by
-    every client of the customer's account (Salesforce's daily API requests of an org) — and
+    every client of the customer's account (daily API requests per organization) — and
     how much of it the connector leaves alone.
 
     The provider's answers report its use: the ``parse_rate_limit`` hook returns
@@ -409,8 +409,8 @@ class RetryConfig:
 
 @attrs.frozen
 class BodyErrors:
-    """Errors a provider reports inside answers whose HTTP status says success (Slack:
-    ``200 {"ok": false, "error": "invalid_auth"}``), declared so that the HTTP client treats
+    """Errors a provider reports inside answers whose HTTP status says success
+    (``200 {"ok": false, "error": "invalid_auth"}``), declared so that the HTTP client treats
     them like the statuses they stand for. A 2xx JSON object whose ``ok_field`` is ``false``
     is an error answer; its code is at ``error_field``:
 
@@ -472,7 +472,7 @@ class OAuthConfig:
     token_url: str
     #: Send a PKCE S256 challenge (RFC 7636).
     pkce: bool = False
-    #: How scopes are joined in the authorize URL (space; Slack: comma).
+    #: How scopes are joined in the authorize URL (space; some providers: comma).
     scope_separator: str = " "
     #: Scopes asked for only if the account has them (HubSpot ``optional_scope``): sent,
     #: joined like the scopes, in the ``optional_scope_param`` query parameter.
@@ -498,9 +498,9 @@ class OAuthConfig:
     #: A field that is JSON ``false`` on errors even in an HTTP 200 (e.g. ``"ok"``).
     ok_field: str | None = None
     #: Where the error code and its description are in an error answer; several paths are
-    #: tried in order (``("status", "error")``: HubSpot answers either).
+    #: tried in order (``("status", "error")``: a provider that answers in either shape).
     error_field: tuple[str, ...] = attrs.field(default=("error",), converter=_names)
-    #: Field(s) of an error answer with its description (HubSpot: `message`), tried in order.
+    #: Field(s) of an error answer with its description (e.g. `message`), tried in order.
     error_description_field: tuple[str, ...] = attrs.field(default=("error_description",),
                                                            converter=_names)
     #: Error codes (case-insensitive) that mean, on a refresh, that the grant is dead and the
@@ -511,7 +511,7 @@ class OAuthConfig:
     #: Where the provider account id is in the token response (``"team.id"``), and a regular
     #: expression with one group that extracts it from that value (``r"/id/([^/]+)/"``).
     account_id_field: str | None = None
-    #: Regex with one group applied to the account-id field's value (Salesforce's id URL).
+    #: Regex with one group applied to the account-id field's value (an id inside a URL).
     account_id_pattern: str | None = None
     #: ``Credentials.extra`` key -> path in the token response (``{"team_name": "team.name"}``).
     extra_fields: dict[str, str] = attrs.field(factory=dict, hash=False)
@@ -520,12 +520,12 @@ class OAuthConfig:
     token_type: str | None = None
     #: Installation config key holding the base URL (``https://host``) of that installation's
     #: own authorization server, for providers whose customers log in on hosts of their own —
-    #: a sandbox or a company domain (Salesforce ``https://test.salesforce.com`` or My Domain,
-    #: Okta org URLs). Its scheme and host replace those of ``authorize_url`` and
-    #: ``token_url`` for that installation's flows and refreshes. None: no such key.
+    #: a sandbox login host or a company domain (Okta org URLs). Its scheme and host replace
+    #: those of ``authorize_url`` and ``token_url`` for that installation's flows and
+    #: refreshes. None: no such key.
     auth_base_url_config: str | None = None
     #: Where an installation's auth base URL may point: ``fnmatch`` patterns of
-    #: ``scheme://host[:port]`` (``https://*.my.salesforce.com``). Any other value is refused
+    #: ``scheme://host[:port]`` (``https://*.example-login.com``). Any other value is refused
     #: before a request goes there (the client secret goes with it); the variable
     #: ``<ID>_AUTH_BASE_URLS`` adds patterns, comma-separated (a simulator, a private cloud).
     auth_base_urls: tuple[str, ...] = attrs.field(default=(), converter=_names)
@@ -616,7 +616,7 @@ class HmacSpec:
 
 @attrs.frozen
 class UrlVerification:
-    """A provider's handshake when a webhook URL is registered (Slack's ``url_verification``):
+    """A provider's handshake when a webhook URL is registered (``url_verification``):
     a verified delivery whose ``type_field`` is ``type_value`` is answered 200 with
     ``{challenge_field: <the delivery's challenge>}`` (JSON) and nothing is enqueued."""
 
@@ -647,7 +647,7 @@ class WebhookConfig:
     #: JSON field of an event that names the provider account (HubSpot ``portalId``).
     account_id_field: str | None = None
     #: Fields tried in order for events whose ``account_id_field`` account has no
-    #: installation: an account the event also belongs to (Slack's ``enterprise_id``, for an
+    #: installation: an account the event also belongs to (an ``enterprise_id``, for an
     #: app installed on a whole Enterprise Grid organization).
     fallback_account_fields: tuple[str, ...] = attrs.field(default=(), converter=_names)
     #: Header or field that uniquely identifies a delivery, for replay protection.
@@ -661,17 +661,17 @@ class WebhookConfig:
     #: form-encoded bodies).
     body_format: Literal["json", "custom"] = "json"
     #: The exact body answered (200) to an accepted delivery, for a provider that expects a
-    #: fixed one and redelivers otherwise (Salesforce Outbound Messages: a SOAP ``Ack``);
+    #: fixed one and redelivers otherwise (a SOAP ``Ack``);
     #: None: the core's JSON summary.
     accept_body: str | None = None
     #: Content-Type of ``accept_body``.
     accept_content_type: str = "application/json"
-    #: The provider's URL handshake, answered after the signature check (Slack:
+    #: The provider's URL handshake, answered after the signature check (e.g.
     #: ``UrlVerification()``); None: none.
     url_verification: UrlVerification | None = None
     #: Refuse (403) a delivery to an installation's own URL whose events name another account
     #: at ``account_id_field``: for a provider that signs nothing, the account id is part of
-    #: what is checked (Salesforce's ``OrganizationId``).
+    #: what is checked (an ``OrganizationId`` in the body).
     account_check: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -910,7 +910,7 @@ class Installation:
     install_id: str
     #: The provider id.
     provider: str
-    #: The provider account it is connected to (HubSpot portal, Slack team).
+    #: The provider account it is connected to (a portal, workspace or organization id).
     account_id: str | None = None
     #: `active`, `pending_authorization`, `needs_reauth` or `disabled`.
     status: InstallStatus = "active"

@@ -19,7 +19,7 @@ Schema (``nexus_sink_schema_version`` tracks it, migrated like the store's)::
 The product queries them directly, e.g. a tenant's live contacts::
 
     SELECT record_id, data FROM nexus_records
-     WHERE tenant_id = :t AND provider = 'hubspot' AND stream = 'contacts'
+     WHERE tenant_id = :t AND provider = :provider AND stream = 'contacts'
        AND deleted_at IS NULL
 """
 

@@ -104,8 +104,7 @@ class ProviderSimulator:
     #: False for a provider that signs nothing (a changed body cannot be told from a genuine
     #: one; the suite skips that check and the plugin's own tests cover what it verifies).
     webhook_signed: ClassVar[bool] = True
-    #: The account ``nexus simulate`` serves (the provider's own id shape: HubSpot portal ids
-    #: are numbers).
+    #: The account ``nexus simulate`` serves, in the provider's own id shape (numbers, ``T…``).
     demo_account: ClassVar[str] = "account-1"
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -135,7 +134,7 @@ class ProviderSimulator:
     # -- accounts and credentials --------------------------------------------------------------
 
     def add_account(self, account: str | None = None) -> str:
-        """A provider account (HubSpot portal, Slack workspace, ...) with its seeded data."""
+        """A provider account (a portal, workspace, organization) with its seeded data."""
         account = account or f"acct{len(self.accounts) + 1}-{secrets.token_hex(2)}"
         self.accounts.append(account)
         return account
