@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from nexus_core.testing.sim_app import SimApp
+from nexus_core.testing.sim_app import SimApp, SimRequest
 from nexus_core.testing.sim_data import DataSet, default_record
 from nexus_core.testing.sim_oauth import OAuthServer
 from nexus_core.testing.simulator import SimulatorServer
@@ -143,6 +143,14 @@ class ProviderSimulator:
     def default_account(self) -> str:
         return self.accounts[0] if self.accounts else self.add_account()
 
+    def authenticated_account(self, req: SimRequest) -> str:
+        """The account of the request's valid token — for a route that has already refused
+        requests without one (an AssertionError here is a bug in the simulator)."""
+        assert self.oauth is not None
+        account = self.oauth.authenticate(req)
+        assert account is not None
+        return account
+
     def oauth_env(self, prefix: str) -> dict[str, str]:
         """``<PREFIX>_CLIENT_ID``/``_CLIENT_SECRET`` for :attr:`oauth` (empty without it)."""
         if self.oauth is None:
@@ -215,7 +223,7 @@ class ProviderSimulator:
     def _mount_control(self) -> None:
         """``/_sim/...``: change the simulated world from outside the process (no auth; the
         simulator listens on 127.0.0.1 only)."""
-        from nexus_core.testing.sim_app import SimRequest, SimResponse
+        from nexus_core.testing.sim_app import SimResponse
 
         def args(req: SimRequest) -> dict[str, Any]:
             data = req.json()

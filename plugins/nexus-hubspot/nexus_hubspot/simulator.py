@@ -265,7 +265,7 @@ class HubSpotSimulator(ProviderSimulator):
 
         @self.app.route("GET", "/account-info/v3/details")
         def details(req: SimRequest) -> SimResponse:
-            account = self._account(req)
+            account = self.authenticated_account(req)
             return self._daily_check(req) or SimResponse.json({
                 "portalId": int(account) if account.isdigit() else account,
                 "timeZone": "Europe/Berlin", "companyCurrency": "EUR", "utcOffset": "+01:00",
@@ -287,12 +287,6 @@ class HubSpotSimulator(ProviderSimulator):
         @self.app.route("POST", "/crm/v3/objects/{object}/search")
         def search(req: SimRequest) -> SimResponse:
             return self._daily_check(req) or self._search(req)
-
-    def _account(self, req: SimRequest) -> str:
-        assert self.oauth is not None
-        account = self.oauth.authenticate(req)
-        assert account is not None
-        return account
 
     def _unauthorized(self, req: SimRequest) -> SimResponse:
         assert self.oauth is not None
@@ -334,7 +328,7 @@ class HubSpotSimulator(ProviderSimulator):
     def _daily_check(self, req: SimRequest) -> SimResponse | None:
         if self.daily_limit is None:
             return None
-        account = self._account(req)
+        account = self.authenticated_account(req)
         with self._daily_lock:
             used = self._daily.get(account, 0)
             if used >= self.daily_limit:
@@ -358,7 +352,7 @@ class HubSpotSimulator(ProviderSimulator):
         return obj
 
     def _list(self, req: SimRequest) -> SimResponse:
-        account, obj = self._account(req), self._object_type(req)
+        account, obj = self.authenticated_account(req), self._object_type(req)
         if isinstance(obj, SimResponse):
             return obj
         try:
@@ -397,7 +391,7 @@ class HubSpotSimulator(ProviderSimulator):
         return SimResponse.json(body)
 
     def _one(self, req: SimRequest) -> SimResponse:
-        account, obj = self._account(req), self._object_type(req)
+        account, obj = self.authenticated_account(req), self._object_type(req)
         if isinstance(obj, SimResponse):
             return obj
         index = self._live_index(account, obj, req.params["id"])
@@ -418,7 +412,7 @@ class HubSpotSimulator(ProviderSimulator):
         return index
 
     def _batch_read(self, req: SimRequest) -> SimResponse:
-        account, obj = self._account(req), self._object_type(req)
+        account, obj = self.authenticated_account(req), self._object_type(req)
         if isinstance(obj, SimResponse):
             return obj
         query = req.json()
@@ -448,7 +442,7 @@ class HubSpotSimulator(ProviderSimulator):
     # -- search ---------------------------------------------------------------------------
 
     def _search(self, req: SimRequest) -> SimResponse:
-        account, obj = self._account(req), self._object_type(req)
+        account, obj = self.authenticated_account(req), self._object_type(req)
         if isinstance(obj, SimResponse):
             return obj
         query = req.json()

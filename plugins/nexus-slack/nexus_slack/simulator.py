@@ -265,12 +265,6 @@ class SlackSimulator(ProviderSimulator):
 
         return route
 
-    def _account(self, req: SimRequest) -> str:
-        assert self.oauth is not None
-        account = self.oauth.authenticate(req)
-        assert account is not None
-        return account
-
     def _unauthorized(self, req: SimRequest) -> SimResponse:
         assert self.oauth is not None
         token = req.bearer
@@ -295,7 +289,7 @@ class SlackSimulator(ProviderSimulator):
         return max(1, min(int(raw), top))
 
     def _auth_test(self, req: SimRequest, args: dict[str, str]) -> SimResponse:
-        account = self._account(req)
+        account = self.authenticated_account(req)
         body = {"url": f"https://{account.lower()}.slack.com/", "team": f"Workspace {account}",
                 "user": "bot", "team_id": account, "user_id": BOT_USER, "bot_id": "B0BOT00001",
                 "is_enterprise_install": account.startswith("E")}
@@ -305,7 +299,7 @@ class SlackSimulator(ProviderSimulator):
 
     def _list(self, req: SimRequest, args: dict[str, str], stream: str, key: str,
               prefix: str) -> SimResponse:
-        account = self._account(req)
+        account = self.authenticated_account(req)
         limit = self._limit(args, 100, 1000)
         if limit is None:
             return fail("invalid_limit")
@@ -341,7 +335,7 @@ class SlackSimulator(ProviderSimulator):
         return index if 0 <= index < self.data.sizes.get("channels", 0) else None
 
     def _history(self, req: SimRequest, args: dict[str, str]) -> SimResponse:
-        account = self._account(req)
+        account = self.authenticated_account(req)
         channel = self._channel_index(args.get("channel"))
         if channel is None:
             return fail("channel_not_found")
@@ -379,7 +373,7 @@ class SlackSimulator(ProviderSimulator):
                    "response_metadata": {"next_cursor": nxt}})
 
     def _replies(self, req: SimRequest, args: dict[str, str]) -> SimResponse:
-        account = self._account(req)
+        account = self.authenticated_account(req)
         channel = self._channel_index(args.get("channel"))
         if channel is None:
             return fail("channel_not_found")
